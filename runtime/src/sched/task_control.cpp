@@ -1,0 +1,221 @@
+#include "sched/task_control.h"
+
+#include <errno.h>
+#include <gflags/gflags.h>
+#include <unistd.h>
+
+#include "base/compiler.h"
+#include "base/futex.h"
+#include "base/time_util.h"
+#include "sched/stack_pool.h"
+#include "sched/task_group.h"
+
+DEFINE_int32(weft_concurrency, 0,
+             "Worker pthreads that run fibers; 0 means the number of cores. May be raised at run "
+             "time with bthread_setconcurrency");
+
+namespace weft::sched {
+namespace {
+
+// How long an idle worker keeps looking for work before it parks. Long
+// enough to bridge a fiber ping-pong across workers without futex calls,
+// short enough that an idle runtime drops to ~0% CPU at once.
+constexpr int64_t kSearchNs = 20 * 1000;
+
+std::atomic<TaskControl*> g_control{nullptr};
+std::mutex g_control_mu;
+
+int default_concurrency() {
+  if (FLAGS_weft_concurrency > 0) return FLAGS_weft_concurrency;
+  const long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
+
+thread_local uint32_t tls_pthread_nosignal = 0;
+}  // namespace
+
+// Set before the runtime starts (bthread_setconcurrency called early).
+std::atomic<int> g_requested_concurrency{0};
+
+TaskControl* TaskControl::get_if_started() { return g_control.load(std::memory_order_acquire); }
+
+TaskControl* TaskControl::get() {
+  TaskControl* c = g_control.load(std::memory_order_acquire);
+  if (WEFT_LIKELY(c != nullptr)) return c;
+  std::lock_guard<std::mutex> guard(g_control_mu);
+  c = g_control.load(std::memory_order_relaxed);
+  if (c != nullptr) return c;
+  // Leaked on purpose: workers run until the process exits.
+  c = new TaskControl;
+  int n = g_requested_concurrency.load(std::memory_order_relaxed);
+  if (n <= 0) n = default_concurrency();
+  if (n > kMaxWorkers) n = kMaxWorkers;
+  c->add_workers(n);
+  g_control.store(c, std::memory_order_release);
+  return c;
+}
+
+int TaskControl::add_workers(int target) {
+  std::lock_guard<std::mutex> guard(workers_mu_);
+  int n = ngroups_.load(std::memory_order_relaxed);
+  for (; n < target; ++n) {
+    auto* g = new TaskGroup(this, n);
+    groups_[n].store(g, std::memory_order_release);
+    try {
+      threads_.push_back(new std::thread([this, n] { worker_main(n); }));
+    } catch (...) {
+      groups_[n].store(nullptr, std::memory_order_relaxed);
+      delete g;
+      return EAGAIN;
+    }
+    // Release pairs with the acquire loads in steal_task(): a thief that sees
+    // the new count sees the group.
+    ngroups_.store(n + 1, std::memory_order_release);
+  }
+  return 0;
+}
+
+void TaskControl::worker_main(int index) {
+  stack_overflow_protect_thread();
+  groups_[index].load(std::memory_order_acquire)->run_main_loop();
+}
+
+void TaskControl::push_remote(TaskMeta* m) {
+  {
+    std::lock_guard<std::mutex> guard(remote_mu_);
+    remote_.push_back(m);
+    nremote_.store(remote_.size(), std::memory_order_release);
+  }
+}
+
+bool TaskControl::pop_remote(TaskMeta** out) {
+  // The cheap check keeps busy workers off the mutex when nothing is there.
+  if (nremote_.load(std::memory_order_acquire) == 0) return false;
+  std::lock_guard<std::mutex> guard(remote_mu_);
+  if (remote_.empty()) return false;
+  *out = remote_.front();
+  remote_.pop_front();
+  nremote_.store(remote_.size(), std::memory_order_release);
+  return true;
+}
+
+void TaskControl::signal_task(int n) {
+  // Orders the caller's push before the loads below; pairs with the seq_cst
+  // updates of nsearching_/nparked_ in wait_task(). Either we see a parked,
+  // non-searching worker and wake it, or that worker's re-check after it
+  // announced itself sees our push.
+  base::full_fence();
+  if (nsearching_.load(std::memory_order_seq_cst) > 0) return;
+  if (nparked_.load(std::memory_order_seq_cst) == 0) return;
+  park_seq_.fetch_add(1, std::memory_order_seq_cst);
+  base::futex_wake(&park_seq_, n);
+}
+
+bool TaskControl::any_ready() const {
+  if (has_remote()) return true;
+  const int n = ngroups_.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i) {
+    TaskGroup* g = groups_[i].load(std::memory_order_acquire);
+    if (g != nullptr && g->queue_size_hint() != 0) return true;
+  }
+  return false;
+}
+
+bool TaskControl::steal_task(TaskGroup* self, TaskMeta** out) {
+  if (pop_remote(out)) return true;
+  const int n = ngroups_.load(std::memory_order_acquire);
+  if (n <= 1) return false;
+  const int start = static_cast<int>(self->next_random() % static_cast<uint32_t>(n));
+  for (int i = 0; i < n; ++i) {
+    TaskGroup* victim = groups_[(start + i) % n].load(std::memory_order_acquire);
+    if (victim == nullptr || victim == self) continue;
+    if (victim->steal(out)) {
+      nsteals.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
+  }
+  return false;
+}
+
+bool TaskControl::wait_task(TaskGroup* g, TaskMeta** out) {
+  for (;;) {
+    if (g->pop_local(out) || pop_remote(out)) return true;
+
+    // Search.
+    nsearching_.fetch_add(1, std::memory_order_seq_cst);
+    const int64_t give_up = base::monotonic_ns() + kSearchNs;
+    bool found = false;
+    for (int round = 0;; ++round) {
+      if (steal_task(g, out)) {
+        found = true;
+        break;
+      }
+      if ((round & 7) == 7 && base::monotonic_ns() > give_up) break;
+      for (int i = 0; i < 32; ++i) base::cpu_relax();
+    }
+    const bool last_searcher = nsearching_.fetch_sub(1, std::memory_order_seq_cst) == 1;
+    if (found) {
+      // The last searcher to find work hands the search on if more work
+      // waits, so a backlog never sits next to a parked worker.
+      if (last_searcher && any_ready()) signal_task(1);
+      return true;
+    }
+
+    // Park. Reading the sequence before announcing ourselves means a wake
+    // issued after our final check changes it and the futex wait returns.
+    const int seq = park_seq_.load(std::memory_order_seq_cst);
+    nparked_.fetch_add(1, std::memory_order_seq_cst);
+    if (any_ready()) {
+      nparked_.fetch_sub(1, std::memory_order_seq_cst);
+      continue;
+    }
+    nparks.fetch_add(1, std::memory_order_relaxed);
+    base::futex_wait(&park_seq_, seq, nullptr);
+    nparked_.fetch_sub(1, std::memory_order_seq_cst);
+  }
+}
+
+void make_ready(TaskMeta* m, ReadyKind kind) {
+  TaskGroup* g = TaskGroup::current();
+  if (g != nullptr) {
+    const size_t queued = g->push_local(m);
+    switch (kind) {
+      case ReadyKind::kNew:
+        g->control()->signal_task(1);
+        break;
+      case ReadyKind::kWoken:
+        // Only a backlog (or an overflow to the remote queue) is worth a
+        // cross-CPU wake-up.
+        if (queued != 1) g->control()->signal_task(1);
+        break;
+      case ReadyKind::kNoSignal:
+        ++g->nosignal_pending;
+        break;
+    }
+    return;
+  }
+  TaskControl* c = TaskControl::get();
+  c->push_remote(m);
+  if (kind == ReadyKind::kNoSignal) {
+    ++tls_pthread_nosignal;
+  } else {
+    c->signal_task(1);
+  }
+}
+
+}  // namespace weft::sched
+
+namespace weft::sched {
+
+void flush_nosignal() {
+  TaskGroup* g = TaskGroup::current();
+  uint32_t* pending = g != nullptr ? &g->nosignal_pending : &tls_pthread_nosignal;
+  if (*pending == 0) return;
+  const int n = static_cast<int>(*pending);
+  *pending = 0;
+  TaskControl* c = TaskControl::get_if_started();
+  if (c != nullptr) c->signal_task(n);
+}
+
+}  // namespace weft::sched

@@ -1,0 +1,89 @@
+// TaskControl: the set of workers, the remote queue, and the rules for
+// waking idle workers.
+//
+// Wake-up policy (the one Go's and Tokio's schedulers use): a worker that
+// runs out of work first searches (steals) for a short while, then parks on
+// a futex. A producer wakes a parked worker only when no worker is already
+// searching, since a searcher will find the new work. A fiber woken by a
+// running fiber stays on the waker's worker unless a backlog builds up: a
+// cross-CPU wake-up costs far more than the hand-off it would save.
+#ifndef WEFT_SCHED_TASK_CONTROL_H_
+#define WEFT_SCHED_TASK_CONTROL_H_
+
+#include <atomic>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "sched/task_meta.h"
+
+namespace weft::sched {
+
+class TaskGroup;
+
+// Why a fiber became ready; decides whether an idle worker is woken.
+enum class ReadyKind {
+  kNew,       // a new fiber: wake an idle worker if none is searching
+  kWoken,     // woken by a running fiber: stay here unless there is a backlog
+  kNoSignal,  // BTHREAD_NOSIGNAL: wait for bthread_flush
+};
+
+// Makes `m` runnable. Any thread.
+void make_ready(TaskMeta* m, ReadyKind kind);
+
+// Wakes workers for the fibers this thread queued with kNoSignal.
+void flush_nosignal();
+
+class TaskControl {
+ public:
+  static constexpr int kMaxWorkers = 1024;
+
+  // The runtime, started with --weft_concurrency workers on first use.
+  static TaskControl* get();
+  // The runtime if started, else nullptr.
+  static TaskControl* get_if_started();
+
+  int concurrency() const { return ngroups_.load(std::memory_order_acquire); }
+  // Raises the worker count to `target`. Returns 0 or EAGAIN (no pthread).
+  int add_workers(int target);
+
+  // Remote queue: fibers made ready off the workers (or overflowing a full
+  // local queue). Any thread.
+  void push_remote(TaskMeta* m);
+  bool pop_remote(TaskMeta** out);
+  bool has_remote() const { return nremote_.load(std::memory_order_acquire) != 0; }
+
+  // Wakes up to `n` parked workers unless some worker is already searching.
+  // Must follow the push it signals (the full fence inside orders them).
+  void signal_task(int n);
+
+  // The main loop's wait: returns a ready fiber, or false when stopping.
+  bool wait_task(TaskGroup* g, TaskMeta** out);
+
+  // Counters (relaxed; for benchmarks and the runtime metrics).
+  std::atomic<uint64_t> nsteals{0};
+  std::atomic<uint64_t> nparks{0};
+
+ private:
+  TaskControl() = default;
+  bool steal_task(TaskGroup* g, TaskMeta** out);
+  bool any_ready() const;
+  void worker_main(int index);
+
+  std::mutex workers_mu_;  // serialises add_workers
+  std::atomic<TaskGroup*> groups_[kMaxWorkers] = {};
+  std::atomic<int> ngroups_{0};
+  std::vector<std::thread*> threads_;
+
+  std::mutex remote_mu_;
+  std::deque<TaskMeta*> remote_;  // guarded by remote_mu_
+  alignas(64) std::atomic<size_t> nremote_{0};
+  alignas(64) std::atomic<int> nsearching_{0};
+  alignas(64) std::atomic<int> nparked_{0};
+  alignas(64) std::atomic<int> park_seq_{0};
+};
+
+}  // namespace weft::sched
+
+#endif  // WEFT_SCHED_TASK_CONTROL_H_

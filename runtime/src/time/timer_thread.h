@@ -1,0 +1,33 @@
+// The timer thread: runs callbacks at their deadlines, in deadline order.
+//
+// Adding and deleting take no global lock. A timer goes into one of several
+// buckets (picked per thread), each with its own spinlock and the earliest
+// deadline it holds; only a timer earlier than everything the thread knows
+// of touches the thread's mutex, to wake it. The thread drains the buckets
+// into a private min-heap and sleeps on a futex until the earliest deadline.
+//
+// Ids are versioned slots. A slot's version word moves through
+//   v (pending) -> v+1 (running) -> v+2 (ran)   or   v -> v+3 (deleted)
+// and the slot is reused with version v+4; del is one CAS.
+#ifndef WEFT_TIME_TIMER_THREAD_H_
+#define WEFT_TIME_TIMER_THREAD_H_
+
+#include <stdint.h>
+
+namespace weft::timer {
+
+// Schedules fn(arg) at `deadline` (CLOCK_MONOTONIC ns). Stores a non-zero id.
+// Returns 0 or ENOMEM. Any thread; never blocks.
+int timer_add(uint64_t* id, int64_t deadline, void (*fn)(void*), void* arg);
+
+// 0: deleted before it ran; 1: running or ran; EINVAL: no such timer or
+// already deleted. Any thread; never blocks.
+int timer_del(uint64_t id);
+
+// Counters for metrics and tests.
+uint64_t timers_fired();
+int64_t timers_pending();
+
+}  // namespace weft::timer
+
+#endif  // WEFT_TIME_TIMER_THREAD_H_
