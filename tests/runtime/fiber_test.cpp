@@ -524,14 +524,19 @@ TEST(SchedulerTest, AFiberQueuedOnABusyWorkerIsStolen) {
 
 TEST(SchedulerTest, UrgentCallerIsStolenByAWorkerLookingForWork) {
   if (bthread_getconcurrency() < 2) GTEST_SKIP() << "stealing needs a second worker";
-  // The child spins until the caller (queued by start_urgent) runs again:
-  // only another worker can resume the caller. A background fiber started
-  // first wakes an idle worker, which then finds the queued caller.
+  // The child spins until the caller (queued by start_urgent before the
+  // child's body runs) runs again: only another worker can resume it. The
+  // child first starts a background fiber, which wakes an idle worker; that
+  // worker steals the oldest queued fiber, the caller.
   struct Probe {
     std::atomic<int> caller_resumed{0};
+    bthread_t bg = 0;
   } probe;
   static void* (*const child)(void*) = [](void* a) -> void* {
     auto* p = static_cast<Probe*>(a);
+    if (bthread_start_background(&p->bg, nullptr, return_arg, nullptr) != 0) {
+      return reinterpret_cast<void*>(3);
+    }
     const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     while (p->caller_resumed.load() == 0) {
       if (std::chrono::steady_clock::now() > end) return reinterpret_cast<void*>(1);
@@ -540,15 +545,12 @@ TEST(SchedulerTest, UrgentCallerIsStolenByAWorkerLookingForWork) {
   };
   auto caller = [](void* a) -> void* {
     auto* p = static_cast<Probe*>(a);
-    bthread_t c, bg;
-    if (bthread_start_background(&bg, nullptr, return_arg, nullptr) != 0) {
-      return reinterpret_cast<void*>(3);
-    }
+    bthread_t c;
     if (bthread_start_urgent(&c, nullptr, child, p) != 0) return reinterpret_cast<void*>(2);
     p->caller_resumed.store(1);
     void* ret;
     bthread_join(c, &ret);
-    bthread_join(bg, nullptr);
+    bthread_join(p->bg, nullptr);
     return ret;
   };
   bthread_t tid;

@@ -14,7 +14,9 @@ namespace weft::test {
 
 // Sanitizer builds run the same tests with smaller counts: TSan and ASan
 // cost 5-20x in time and several times the memory per fiber.
-#if defined(WEFT_ASAN) || defined(WEFT_TSAN)
+#if defined(WEFT_TSAN)
+constexpr int kScale = 50;
+#elif defined(WEFT_ASAN)
 constexpr int kScale = 10;
 #else
 constexpr int kScale = 1;
