@@ -4,14 +4,17 @@
 // so a pointer or index obtained for one use stays safe to read after the
 // object is freed and reused: callers pair an index with a version stored in
 // the object to form ABA-free ids (fiber ids, timer ids). Freed indices go to
-// a per-thread cache first and move to a shared list in batches, so alloc
-// and free usually touch no shared cache line.
+// a per-thread cache first and move to a shared FIFO list in batches, so
+// alloc and free usually touch no shared cache line, and an index that
+// reaches the shared list is reused as late as possible (long id reuse
+// distance) but always eventually.
 #ifndef WEFT_BASE_SLOT_POOL_H_
 #define WEFT_BASE_SLOT_POOL_H_
 
 #include <stdint.h>
 
 #include <atomic>
+#include <deque>
 #include <mutex>
 #include <new>
 #include <vector>
@@ -92,8 +95,8 @@ class SlotPool {
     std::lock_guard<std::mutex> guard(mu_);
     if (!global_.empty()) {
       const size_t n = global_.size() < kBatch ? global_.size() : kBatch;
-      cache->items.insert(cache->items.end(), global_.end() - n, global_.end());
-      global_.resize(global_.size() - n);
+      cache->items.insert(cache->items.end(), global_.begin(), global_.begin() + n);
+      global_.erase(global_.begin(), global_.begin() + n);
       return true;
     }
     uint32_t first = next_.load(std::memory_order_relaxed);
@@ -120,7 +123,7 @@ class SlotPool {
   }
 
   std::mutex mu_;
-  std::vector<uint32_t> global_;
+  std::deque<uint32_t> global_;  // guarded by mu_
   std::atomic<uint32_t> next_{0};
   std::atomic<T*> chunks_[kMaxChunks] = {};
 };
