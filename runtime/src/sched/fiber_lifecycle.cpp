@@ -9,6 +9,7 @@
 #include "base/compiler.h"
 #include "base/sanitizer.h"
 #include "base/time_util.h"
+#include "local/key_table.h"
 #include "sched/task_control.h"
 #include "sched/task_group.h"
 #include "wait/butex_internal.h"
@@ -65,6 +66,7 @@ void init_meta(TaskMeta* m, const bthread_attr_t& attr, void* (*fn)(void*), void
   m->interrupted.store(false, std::memory_order_relaxed);
   m->current_waiter.store(nullptr, std::memory_order_relaxed);
   m->tid = make_tid(current_version(m), m->slot);
+  m->keytable = nullptr;
 }
 
 bool reserve_alive() {
@@ -173,11 +175,15 @@ int start_fiber(bthread_t* tid, const bthread_attr_t* attr_in, void* (*fn)(void*
 }
 
 void* run_fiber_function(TaskMeta* m) {
+  void* result;
   try {
-    return m->fn(m->arg);
+    result = m->fn(m->arg);
   } catch (const FiberExit& e) {
-    return e.value;
+    result = e.value;
   }
+  // Still on the fiber's stack: key destructors may block.
+  local::on_fiber_exit(m);
+  return result;
 }
 
 void fiber_finished(TaskMeta* m) {

@@ -22,6 +22,10 @@ struct Butex;
 struct ButexWaiter;
 }  // namespace weft::wait
 
+namespace weft::local {
+class KeyTable;
+}
+
 namespace weft::sched {
 
 using boost::context::detail::fcontext_t;
@@ -61,6 +65,9 @@ struct TaskMeta {
   // scope, spinning while an interrupter holds it.
   std::atomic<wait::ButexWaiter*> current_waiter{nullptr};
   wait::Butex* sleep_butex = nullptr;  // private; bthread_usleep waits on it
+
+  // ---- fiber-local storage (local/key_table.cpp) ----
+  local::KeyTable* keytable = nullptr;  // created on the first setspecific
 
   // ---- sanitizers ----
   void* tsan_fiber = nullptr;
