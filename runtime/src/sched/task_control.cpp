@@ -112,6 +112,16 @@ void TaskControl::signal_task(int n) {
   base::futex_wake(&park_seq_, n);
 }
 
+uint64_t TaskControl::total_switches() const {
+  uint64_t sum = 0;
+  const int n = ngroups_.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i) {
+    TaskGroup* g = groups_[i].load(std::memory_order_acquire);
+    if (g != nullptr) sum += g->nswitch.load(std::memory_order_relaxed);
+  }
+  return sum;
+}
+
 bool TaskControl::any_ready() const {
   if (has_remote()) return true;
   const int n = ngroups_.load(std::memory_order_acquire);

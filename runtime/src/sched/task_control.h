@@ -61,6 +61,9 @@ class TaskControl {
   // The main loop's wait: returns a ready fiber, or false when stopping.
   bool wait_task(TaskGroup* g, TaskMeta** out);
 
+  // Context switches of all workers (relaxed sum).
+  uint64_t total_switches() const;
+
   // Counters (relaxed; for benchmarks and the runtime metrics).
   std::atomic<uint64_t> nsteals{0};
   std::atomic<uint64_t> nparks{0};
