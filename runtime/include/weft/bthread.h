@@ -135,6 +135,7 @@ int bthread_timer_del(bthread_timer_t id);
 }  // extern "C"
 #endif
 
+#include "weft/bthread_fd.h"
 #include "weft/bthread_id.h"
 #include "weft/bthread_key.h"
 #include "weft/bthread_sync.h"

@@ -1,0 +1,205 @@
+// bthread_fd_*: fibers wait for fd readiness on a per-fd butex; one poller
+// pthread (not a worker) runs epoll_wait and bumps the butex of every ready
+// fd. Registrations are EPOLLONESHOT: each wait arms the fd once.
+//
+// Per-fd records live in a two-level table and are never freed, so the
+// poller may touch the record of an fd that was closed meanwhile.
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <climits>
+#include <mutex>
+#include <thread>
+
+#include "base/time_util.h"
+#include "sched/task_group.h"
+#include "wait/butex_internal.h"
+#include "weft/bthread.h"
+
+namespace weft::fd {
+namespace {
+
+constexpr int kBlockBits = 12;
+constexpr int kBlockSize = 1 << kBlockBits;
+constexpr int kBlocks = 1 << 12;  // fds up to 16M
+
+struct FdRecord {
+  wait::Butex* events = nullptr;      // word bumped by the poller and by close
+  std::atomic<int> close_seq{0};      // bumped by bthread_close
+};
+
+struct FdBlock {
+  FdRecord records[kBlockSize];
+};
+
+std::atomic<FdBlock*> g_blocks[kBlocks];
+std::mutex g_blocks_mu;
+
+FdRecord* record_of(int fd) {
+  if (fd < 0 || fd >= kBlocks * kBlockSize) return nullptr;
+  std::atomic<FdBlock*>& slot = g_blocks[fd >> kBlockBits];
+  // Acquire pairs with the release store below: a visible block has its
+  // butexes.
+  FdBlock* block = slot.load(std::memory_order_acquire);
+  if (block == nullptr) {
+    std::lock_guard<std::mutex> guard(g_blocks_mu);
+    block = slot.load(std::memory_order_relaxed);
+    if (block == nullptr) {
+      block = new FdBlock;
+      for (FdRecord& r : block->records) r.events = wait::butex_alloc();
+      slot.store(block, std::memory_order_release);
+    }
+  }
+  FdRecord* r = &block->records[fd & (kBlockSize - 1)];
+  return r->events != nullptr ? r : nullptr;
+}
+
+void wake(FdRecord* r) {
+  r->events->value.fetch_add(1, std::memory_order_release);
+  wait::butex_wake_some(r->events, INT_MAX, 0);
+}
+
+class Poller {
+ public:
+  static Poller& instance() {
+    static Poller* p = new Poller;  // leaked: polls until exit
+    return *p;
+  }
+  int epfd() const { return epfd_; }
+
+ private:
+  Poller() : epfd_(epoll_create1(EPOLL_CLOEXEC)) {
+    std::thread([this] { run(); }).detach();
+  }
+
+  void run() {
+    prctl(PR_SET_NAME, "weft_fd_poller");
+    epoll_event events[64];
+    for (;;) {
+      const int n = epoll_wait(epfd_, events, 64, -1);
+      for (int i = 0; i < n; ++i) {
+        FdRecord* r = record_of(static_cast<int>(events[i].data.u64));
+        if (r != nullptr) wake(r);
+      }
+    }
+  }
+
+  const int epfd_;
+};
+
+int wait_in_pthread(int fd, unsigned events, const timespec* abstime) {
+  pollfd p{fd, static_cast<short>(events & 0xffff), 0};
+  for (;;) {
+    int timeout_ms = -1;
+    if (abstime != nullptr) {
+      const int64_t left = base::timespec_to_ns(*abstime) - base::realtime_ns();
+      if (left <= 0) {
+        errno = ETIMEDOUT;
+        return -1;
+      }
+      timeout_ms = static_cast<int>((left + 999999) / 1000000);
+    }
+    const int rc = poll(&p, 1, timeout_ms);
+    if (rc > 0) {
+      if (p.revents & POLLNVAL) {
+        errno = EBADF;
+        return -1;
+      }
+      return 0;
+    }
+    if (rc == 0) continue;  // re-check the deadline
+    if (errno != EINTR) return -1;
+  }
+}
+
+int wait_in_fiber(int fd, unsigned events, const timespec* abstime) {
+  FdRecord* r = record_of(fd);
+  if (r == nullptr) {
+    errno = EBADF;
+    return -1;
+  }
+  const int64_t deadline =
+      abstime == nullptr ? base::kNoDeadline : base::realtime_to_monotonic_deadline(*abstime);
+  const int close_seq = r->close_seq.load(std::memory_order_acquire);
+  // Read the sequence before arming: an event between arming and waiting
+  // moves it, and the wait returns at once.
+  const int seq = r->events->value.load(std::memory_order_acquire);
+  epoll_event ev;
+  ev.events = events | EPOLLONESHOT;
+  ev.data.u64 = static_cast<uint64_t>(fd);
+  const int epfd = Poller::instance().epfd();
+  if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    if (errno != EEXIST || epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) != 0) return -1;
+  }
+  const int rc = wait::butex_wait_until(r->events, seq, deadline);
+  const int err = errno;
+  if (r->close_seq.load(std::memory_order_acquire) != close_seq) {
+    errno = EBADF;
+    return -1;
+  }
+  if (rc == 0 || err == EWOULDBLOCK) return 0;
+  // Timed out or interrupted: disarm so a later event does not wake the
+  // next waiter of this fd spuriously.
+  epoll_ctl(epfd, EPOLL_CTL_DEL, fd, nullptr);
+  errno = err;
+  return -1;
+}
+
+}  // namespace
+}  // namespace weft::fd
+
+extern "C" {
+
+int bthread_fd_wait(int fd, unsigned epoll_events) {
+  return bthread_fd_timedwait(fd, epoll_events, nullptr);
+}
+
+int bthread_fd_timedwait(int fd, unsigned epoll_events, const struct timespec* abstime) {
+  if (fd < 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  weft::sched::TaskGroup* g = weft::sched::TaskGroup::current();
+  if (g != nullptr && g->running_fiber()) return weft::fd::wait_in_fiber(fd, epoll_events, abstime);
+  return weft::fd::wait_in_pthread(fd, epoll_events, abstime);
+}
+
+int bthread_connect(int sockfd, const struct sockaddr* addr, socklen_t addrlen) {
+  const int flags = fcntl(sockfd, F_GETFL);
+  if (flags < 0) return -1;
+  const bool was_blocking = !(flags & O_NONBLOCK);
+  if (was_blocking && fcntl(sockfd, F_SETFL, flags | O_NONBLOCK) != 0) return -1;
+  int rc = connect(sockfd, addr, addrlen);
+  int err = rc == 0 ? 0 : errno;
+  if (rc != 0 && err == EINPROGRESS) {
+    if (bthread_fd_wait(sockfd, EPOLLOUT) != 0) {
+      err = errno;
+    } else {
+      socklen_t len = sizeof(err);
+      if (getsockopt(sockfd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    }
+  }
+  if (was_blocking) fcntl(sockfd, F_SETFL, flags);
+  if (err != 0) {
+    errno = err;
+    return -1;
+  }
+  return 0;
+}
+
+int bthread_close(int fd) {
+  weft::fd::FdRecord* r = weft::fd::record_of(fd);
+  if (r != nullptr) {
+    epoll_ctl(weft::fd::Poller::instance().epfd(), EPOLL_CTL_DEL, fd, nullptr);
+    r->close_seq.fetch_add(1, std::memory_order_release);
+    weft::fd::wake(r);
+  }
+  return close(fd);
+}
+
+}  // extern "C"
