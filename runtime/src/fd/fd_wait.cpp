@@ -136,8 +136,11 @@ int wait_in_fiber(int fd, unsigned events, const timespec* abstime) {
   if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
     if (errno != EEXIST || epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) != 0) return -1;
   }
+  sched::TaskMeta* self = sched::TaskGroup::current()->current_task();
+  self->wait_fd.store(fd, std::memory_order_relaxed);
   const int rc = wait::butex_wait_until(r->events, seq, deadline);
   const int err = errno;
+  self->wait_fd.store(-1, std::memory_order_relaxed);
   if (r->close_seq.load(std::memory_order_acquire) != close_seq) {
     errno = EBADF;
     return -1;

@@ -14,6 +14,10 @@ DEFINE_int32(weft_concurrency, 0,
              "Worker pthreads that run fibers; 0 means the number of cores. May be raised at run "
              "time with bthread_setconcurrency");
 
+namespace weft::observe {
+void install_fiber_dump_signal();
+}
+
 namespace weft::sched {
 namespace {
 
@@ -53,6 +57,7 @@ TaskControl* TaskControl::get() {
   if (n > kMaxWorkers) n = kMaxWorkers;
   c->add_workers(n);
   g_control.store(c, std::memory_order_release);
+  observe::install_fiber_dump_signal();
   return c;
 }
 
@@ -187,6 +192,8 @@ bool TaskControl::wait_task(TaskGroup* g, TaskMeta** out) {
 }
 
 void make_ready(TaskMeta* m, ReadyKind kind) {
+  m->state.store(TaskMeta::kReady, std::memory_order_relaxed);
+  m->state_since.store(base::coarse_monotonic_ns(), std::memory_order_relaxed);
   TaskGroup* g = TaskGroup::current();
   if (g != nullptr) {
     const size_t queued = g->push_local(m);

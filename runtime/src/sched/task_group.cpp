@@ -72,6 +72,7 @@ void TaskGroup::sched() { sched_to(pick_next()); }
 void TaskGroup::sched_to(TaskMeta* next) {
   TaskMeta* prev = cur_;
   cur_ = next;
+  next->state.store(TaskMeta::kRunning, std::memory_order_relaxed);
   nswitch.store(nswitch.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   void* fake_stack = nullptr;
   // An ended fiber never comes back: tell ASan to drop its fake stack.

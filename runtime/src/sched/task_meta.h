@@ -66,6 +66,15 @@ struct TaskMeta {
   std::atomic<wait::ButexWaiter*> current_waiter{nullptr};
   wait::Butex* sleep_butex = nullptr;  // private; bthread_usleep waits on it
 
+  // ---- observability (observe/fiber_dump.cpp; relaxed, advisory) ----
+  enum State : int { kReady = 0, kRunning = 1, kSuspended = 2 };
+  std::atomic<int> state{kReady};
+  // CLOCK_MONOTONIC_COARSE ns of the last change to ready or suspended.
+  std::atomic<int64_t> state_since{0};
+  std::atomic<const void*> wait_butex{nullptr};  // the word being waited on
+  std::atomic<int64_t> wait_deadline{0};         // monotonic ns; 0: none
+  std::atomic<int> wait_fd{-1};                  // fd of bthread_fd_wait, or -1
+
   // ---- fiber-local storage (local/key_table.cpp) ----
   local::KeyTable* keytable = nullptr;  // created on the first setspecific
 

@@ -122,6 +122,10 @@ int wait_in_fiber(sched::TaskGroup* g, Butex* b, int expected, int64_t deadline)
     }
   }
   m->current_waiter.store(&w, std::memory_order_release);
+  m->wait_butex.store(&b->value, std::memory_order_relaxed);
+  m->wait_deadline.store(deadline == base::kNoDeadline ? 0 : deadline, std::memory_order_relaxed);
+  m->state_since.store(base::coarse_monotonic_ns(), std::memory_order_relaxed);
+  m->state.store(sched::TaskMeta::kSuspended, std::memory_order_relaxed);
   EnqueueArgs args{b, expected, &w};
   g->set_remained(enqueue_fiber_waiter, &args);
   g->sched();
@@ -134,6 +138,7 @@ int wait_in_fiber(sched::TaskGroup* g, Butex* b, int expected, int64_t deadline)
   while (m->current_waiter.exchange(nullptr, std::memory_order_acquire) == nullptr) {
     base::cpu_relax();
   }
+  m->wait_butex.store(nullptr, std::memory_order_relaxed);
   if (w.reason == 0) return 0;
   if (w.reason == EINTR) m->interrupted.store(false, std::memory_order_relaxed);
   errno = w.reason;
