@@ -37,8 +37,8 @@ int bthread_setspecific(bthread_key_t key, void* data);
 void* bthread_getspecific(bthread_key_t key);
 
 int bthread_keytable_pool_init(bthread_keytable_pool_t* pool);
-// Destroys the pooled tables (running destructors); tables returned later
-// are destroyed on return.
+// Destroys the pooled tables (running destructors). Call it only after every
+// fiber started with the pool has ended (as in bthread).
 int bthread_keytable_pool_destroy(bthread_keytable_pool_t* pool);
 
 #ifdef __cplusplus

@@ -255,8 +255,10 @@ int bthread_keytable_pool_destroy(bthread_keytable_pool_t* pool) {
     tables.swap(impl->tables);
   }
   for (KeyTable* t : tables) destroy_table(t);
-  // The impl stays: fibers still running with this pool will find it
-  // destroyed and free their tables themselves.
+  // As in bthread, no fiber started with this pool may still be running:
+  // they read pool->impl when they end.
+  pool->impl = nullptr;
+  delete impl;
   return 0;
 }
 
