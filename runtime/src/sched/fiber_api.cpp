@@ -69,9 +69,10 @@ int bthread_yield(void) {
 }
 
 int bthread_usleep(uint64_t microseconds) {
-  TaskGroup* g = TaskGroup::current();
-  if (g == nullptr || !g->running_fiber()) return usleep(static_cast<useconds_t>(microseconds));
-  TaskMeta* m = g->current_task();
+  // Fibers on workers and BTHREAD_ATTR_PTHREAD fibers sleep on their private
+  // butex (so stop/interrupt end the sleep); plain pthreads use usleep(3).
+  TaskMeta* m = weft::sched::current_fiber();
+  if (m == nullptr) return usleep(static_cast<useconds_t>(microseconds));
   if (m->stop.load(std::memory_order_acquire)) {
     errno = ESTOP;
     return -1;

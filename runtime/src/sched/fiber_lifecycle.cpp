@@ -261,7 +261,7 @@ int interrupt_fiber(bthread_t tid, bool stop) {
   wait::ButexWaiter* w = m->current_waiter.exchange(nullptr, std::memory_order_seq_cst);
   m->lock.unlock();
   if (w != nullptr) {
-    if (wait::erase_waiter(w, EINTR)) make_ready(m, ReadyKind::kWoken);
+    if (wait::erase_waiter(w, EINTR)) wait::resume_waiter(w);
     m->current_waiter.store(w, std::memory_order_release);
   }
   return 0;

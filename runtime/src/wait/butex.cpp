@@ -10,6 +10,7 @@
 #include "base/slot_pool.h"
 #include "sched/task_control.h"
 #include "sched/task_group.h"
+#include "sched/fiber_lifecycle.h"
 #include "sched/task_meta.h"
 #include "time/timer_thread.h"
 #include "wait/butex_internal.h"
@@ -39,7 +40,9 @@ bool empty(const Butex* b) { return b->waiters.next == &b->waiters; }
 // vanish right after the store: the futex_wake on its address is then at
 // worst a spurious wake-up of whatever reuses it, which every futex user
 // tolerates.
-void resume(ButexWaiter* w) {
+}  // namespace
+
+void resume_waiter(ButexWaiter* w) {
   if (w->fiber != nullptr) {
     sched::make_ready(w->fiber, sched::ReadyKind::kWoken);
   } else {
@@ -48,6 +51,8 @@ void resume(ButexWaiter* w) {
     base::futex_wake(&w->futex_word, 1);
   }
 }
+
+namespace {
 
 struct EnqueueArgs {
   Butex* butex;
@@ -145,40 +150,61 @@ int wait_in_fiber(sched::TaskGroup* g, Butex* b, int expected, int64_t deadline)
   return -1;
 }
 
-int wait_in_pthread(Butex* b, int expected, int64_t deadline) {
+// `m` is the BTHREAD_ATTR_PTHREAD fiber this pthread runs, or null for a
+// plain pthread. Such a fiber is interruptible like any other: it publishes
+// its waiter as the interrupt token and runs the same Dekker handshake as
+// enqueue_fiber_waiter.
+int wait_in_pthread(Butex* b, int expected, int64_t deadline, sched::TaskMeta* m) {
+  if (m != nullptr && m->interrupted.exchange(false, std::memory_order_acq_rel)) {
+    errno = EINTR;
+    return -1;
+  }
   ButexWaiter w;
+  if (m != nullptr) m->current_waiter.store(&w, std::memory_order_release);
   b->lock.lock();
   if (b->value.load(std::memory_order_relaxed) != expected) {
     b->lock.unlock();
-    errno = EWOULDBLOCK;
-    return -1;
-  }
-  link_tail(b, &w);
-  w.container.store(b, std::memory_order_relaxed);
-  b->lock.unlock();
-  for (;;) {
-    if (w.futex_word.load(std::memory_order_acquire) == 1) return 0;
-    timespec relative;
-    const timespec* prel = nullptr;
-    if (deadline != base::kNoDeadline) {
-      const int64_t left = deadline - base::monotonic_ns();
-      if (left <= 0) {
-        if (erase_waiter(&w, ETIMEDOUT)) {
-          errno = ETIMEDOUT;
-          return -1;
-        }
-        // A waker unlinked us first and is about to store futex_word: wait
-        // for it, since it still touches our node.
-        while (w.futex_word.load(std::memory_order_acquire) != 1) {
-          base::futex_wait(&w.futex_word, 0, nullptr);
-        }
-        return 0;
-      }
-      relative = base::ns_to_timespec(left);
-      prel = &relative;
+    w.reason = EWOULDBLOCK;
+  } else {
+    link_tail(b, &w);
+    w.container.store(b, std::memory_order_seq_cst);
+    if (m != nullptr && m->interrupted.load(std::memory_order_seq_cst)) {
+      unlink(&w);
+      w.container.store(nullptr, std::memory_order_relaxed);
+      w.reason = EINTR;
+      w.futex_word.store(1, std::memory_order_relaxed);
     }
-    base::futex_wait(&w.futex_word, 0, prel);
+    b->lock.unlock();
+    while (w.futex_word.load(std::memory_order_acquire) != 1) {
+      timespec relative;
+      const timespec* prel = nullptr;
+      if (deadline != base::kNoDeadline) {
+        const int64_t left = deadline - base::monotonic_ns();
+        if (left <= 0) {
+          if (erase_waiter(&w, ETIMEDOUT)) break;
+          // A waker unlinked us first and is about to store futex_word:
+          // wait for it, since it still touches our node.
+          while (w.futex_word.load(std::memory_order_acquire) != 1) {
+            base::futex_wait(&w.futex_word, 0, nullptr);
+          }
+          break;
+        }
+        relative = base::ns_to_timespec(left);
+        prel = &relative;
+      }
+      base::futex_wait(&w.futex_word, 0, prel);
+    }
   }
+  if (m != nullptr) {
+    // An interrupter may hold the token (and touch `w`): wait for it back.
+    while (m->current_waiter.exchange(nullptr, std::memory_order_acquire) == nullptr) {
+      base::cpu_relax();
+    }
+    if (w.reason == EINTR) m->interrupted.store(false, std::memory_order_relaxed);
+  }
+  if (w.reason == 0) return 0;
+  errno = w.reason;
+  return -1;
 }
 
 }  // namespace
@@ -219,7 +245,7 @@ int butex_wait_until(Butex* b, int expected, int64_t deadline) {
   }
   sched::TaskGroup* g = sched::TaskGroup::current();
   if (g != nullptr && g->running_fiber()) return wait_in_fiber(g, b, expected, deadline);
-  return wait_in_pthread(b, expected, deadline);
+  return wait_in_pthread(b, expected, deadline, g == nullptr ? sched::current_fiber() : nullptr);
 }
 
 int butex_wake_some(Butex* b, int max, bthread_t excluded) {
@@ -249,7 +275,7 @@ int butex_wake_some(Butex* b, int max, bthread_t excluded) {
   }
   while (ordered != nullptr) {
     ButexWaiter* following = ordered->next;  // read before the waiter may vanish
-    resume(ordered);
+    resume_waiter(ordered);
     ordered = following;
   }
   return n;
@@ -308,7 +334,7 @@ int butex_requeue(void* src_word, void* dst_word) {
   second->lock.unlock();
   first->lock.unlock();
   if (to_wake == nullptr) return 0;
-  wait::resume(to_wake);
+  wait::resume_waiter(to_wake);
   return 1;
 }
 

@@ -62,6 +62,10 @@ int butex_wait_until(Butex* b, int expected, int64_t deadline);
 // Wakes up to `max` waiters, skipping fiber `excluded` (0: none).
 int butex_wake_some(Butex* b, int max, bthread_t excluded);
 
+// Resumes a waiter this thread unlinked: readies its fiber, or wakes its
+// pthread.
+void resume_waiter(ButexWaiter* w);
+
 // Unlinks `w` from whatever butex holds it, recording `reason`. True if
 // this call unlinked it (the caller then owns resuming it).
 bool erase_waiter(ButexWaiter* w, int reason);
