@@ -263,7 +263,7 @@ TEST(StackTest, MaxFibersFlagGivesEagainAtOnce) {
 
 // Runs in a death-test child: lower RLIMIT_AS and start LARGE fibers until
 // a start fails. Exits 0 when that failure is ENOMEM.
-void run_out_of_address_space() {
+[[maybe_unused]] void run_out_of_address_space() {
   alarm(60);  // a hang fails the test instead of stalling it
   // Start the runtime and warm its pools before the limit.
   Blockers* warm = new Blockers;  // never released: the child just exits
