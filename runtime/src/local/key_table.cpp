@@ -137,29 +137,34 @@ void destroy_table(KeyTable* t) {
   delete t;
 }
 
-// A pthread's own table, destroyed (with destructors) at thread exit.
-struct PthreadTable {
-  KeyTable* table = nullptr;
-  ~PthreadTable() {
-    if (table != nullptr) destroy_table(table);
+// A pthread's own table. The pointer is a trivial thread-local (no init
+// guard on the read path); the object that destroys the table (with
+// destructors) at thread exit is touched only when the table is created.
+thread_local KeyTable* tls_pthread_table = nullptr;
+
+struct PthreadTableReaper {
+  ~PthreadTableReaper() {
+    if (tls_pthread_table != nullptr) destroy_table(tls_pthread_table);
+    tls_pthread_table = nullptr;
   }
 };
-
-PthreadTable& pthread_table() {
-  static thread_local PthreadTable t;
-  return t;
-}
 
 // The table of the caller: its fiber's, or its pthread's. With create, makes
 // one (from the fiber's pool when it has one).
 KeyTable* current_table(bool create) {
   sched::TaskMeta* m = sched::current_fiber();
-  KeyTable** slot = m != nullptr ? &m->keytable : &pthread_table().table;
+  KeyTable** slot = m != nullptr ? &m->keytable : &tls_pthread_table;
   if (*slot == nullptr && m != nullptr && m->attr.keytable_pool != nullptr) {
     // Lazily, so fibers that never touch keys never touch the pool.
     *slot = take_from_pool(m->attr.keytable_pool);
   }
-  if (*slot == nullptr && create) *slot = new (std::nothrow) KeyTable;
+  if (*slot == nullptr && create) {
+    *slot = new (std::nothrow) KeyTable;
+    if (m == nullptr) {
+      static thread_local PthreadTableReaper reaper;
+      (void)reaper;
+    }
+  }
   return *slot;
 }
 
@@ -234,6 +239,13 @@ int bthread_setspecific(bthread_key_t key, void* data) {
 }
 
 void* bthread_getspecific(bthread_key_t key) {
+  // Fast path: a fiber on a worker that already has its table. Reading the
+  // thread-local directly is safe: nothing here can suspend.
+  const weft::sched::TaskGroup* g = weft::sched::tls_current_group;
+  if (g != nullptr && g->running_fiber()) {
+    const weft::local::KeyTable* t = g->current_task()->keytable;
+    if (t != nullptr) return t->get(key);
+  }
   const weft::local::KeyTable* t = weft::local::current_table(/*create=*/false);
   return t == nullptr ? nullptr : t->get(key);
 }

@@ -55,9 +55,7 @@ void bthread_exit(void* retval) {
   pthread_exit(retval);
 }
 
-static void requeue_yielder(void* meta) {
-  weft::sched::make_ready(static_cast<TaskMeta*>(meta), weft::sched::ReadyKind::kWoken);
-}
+static void requeue_yielder(void* meta) { weft::sched::requeue_local(static_cast<TaskMeta*>(meta)); }
 
 int bthread_yield(void) {
   TaskGroup* g = TaskGroup::current();

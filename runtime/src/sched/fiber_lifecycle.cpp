@@ -112,7 +112,7 @@ int start_in_pthread(bthread_t* tid, const bthread_attr_t& attr, void* (*fn)(voi
   return 0;
 }
 
-void requeue_caller(void* meta) { make_ready(static_cast<TaskMeta*>(meta), ReadyKind::kWoken); }
+void requeue_caller(void* meta) { requeue_local(static_cast<TaskMeta*>(meta)); }
 
 int stack_class_of(bthread_stacktype_t type) {
   switch (type) {

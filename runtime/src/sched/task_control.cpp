@@ -9,6 +9,7 @@
 #include "base/time_util.h"
 #include "sched/stack_pool.h"
 #include "sched/task_group.h"
+#include "time/timer_thread.h"
 
 DEFINE_int32(weft_concurrency, 0,
              "Worker pthreads that run fibers; 0 means the number of cores. May be raised at run "
@@ -25,6 +26,11 @@ namespace {
 // enough to bridge a fiber ping-pong across workers without futex calls,
 // short enough that an idle runtime drops to ~0% CPU at once.
 constexpr int64_t kSearchNs = 20 * 1000;
+// If a timer is due within this long, one searcher keeps searching until
+// just after it fires: the fiber it wakes (a bthread_usleep, a butex
+// timeout) is then picked up at once, without a cross-CPU futex wake.
+constexpr int64_t kTimerSpinNs = 100 * 1000;
+constexpr int64_t kTimerGraceNs = 20 * 1000;
 
 std::atomic<TaskControl*> g_control{nullptr};
 std::mutex g_control_mu;
@@ -159,16 +165,27 @@ bool TaskControl::wait_task(TaskGroup* g, TaskMeta** out) {
 
     // Search.
     nsearching_.fetch_add(1, std::memory_order_seq_cst);
-    const int64_t give_up = base::monotonic_ns() + kSearchNs;
+    int64_t give_up = base::monotonic_ns() + kSearchNs;
     bool found = false;
+    bool timer_spinner = false;
     for (int round = 0;; ++round) {
       if (steal_task(g, out)) {
         found = true;
         break;
       }
-      if ((round & 7) == 7 && base::monotonic_ns() > give_up) break;
+      if ((round & 7) == 7) {
+        const int64_t now = base::monotonic_ns();
+        if (now > give_up) {
+          const int64_t due = timer::next_deadline_hint();
+          if (due - now > kTimerSpinNs || now - due > kTimerGraceNs) break;
+          if (!timer_spinner && timer_spinning_.exchange(true, std::memory_order_relaxed)) break;
+          timer_spinner = true;
+          give_up = due + kTimerGraceNs;
+        }
+      }
       for (int i = 0; i < 32; ++i) base::cpu_relax();
     }
+    if (timer_spinner) timer_spinning_.store(false, std::memory_order_relaxed);
     const bool last_searcher = nsearching_.fetch_sub(1, std::memory_order_seq_cst) == 1;
     if (found) {
       // The last searcher to find work hands the search on if more work
@@ -189,6 +206,12 @@ bool TaskControl::wait_task(TaskGroup* g, TaskMeta** out) {
     base::futex_wait(&park_seq_, seq, nullptr);
     nparked_.fetch_sub(1, std::memory_order_seq_cst);
   }
+}
+
+void requeue_local(TaskMeta* m) {
+  TaskGroup* g = TaskGroup::current();
+  m->state.store(TaskMeta::kReady, std::memory_order_relaxed);
+  if (g->push_local(m) != 1) g->control()->signal_task(1);
 }
 
 void make_ready(TaskMeta* m, ReadyKind kind) {

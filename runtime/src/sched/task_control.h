@@ -32,6 +32,11 @@ enum class ReadyKind {
 // Makes `m` runnable. Any thread.
 void make_ready(TaskMeta* m, ReadyKind kind);
 
+// The fast path of make_ready(m, kWoken) for a fiber that just switched
+// away on this worker (yield, start_urgent's caller): no timestamp for the
+// fiber dump. Worker only, from a remained callback.
+void requeue_local(TaskMeta* m);
+
 // Wakes workers for the fibers this thread queued with kNoSignal.
 void flush_nosignal();
 
@@ -85,6 +90,7 @@ class TaskControl {
   alignas(64) std::atomic<int> nsearching_{0};
   alignas(64) std::atomic<int> nparked_{0};
   alignas(64) std::atomic<int> park_seq_{0};
+  std::atomic<bool> timer_spinning_{false};  // one searcher waits out a close timer
 };
 
 }  // namespace weft::sched

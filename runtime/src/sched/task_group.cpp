@@ -9,13 +9,14 @@
 
 namespace weft::sched {
 
+thread_local TaskGroup* tls_current_group = nullptr;
+
 using boost::context::detail::jump_fcontext;
 using boost::context::detail::transfer_t;
 
 namespace {
 // 65,536 queued fibers per worker before new ones spill to the remote queue.
 constexpr size_t kRunQueueCapacity = 1u << 16;
-thread_local TaskGroup* tls_group = nullptr;
 // Every 64th pick looks at the remote queue first, so fibers made ready by
 // pthreads are not starved by a worker that always has local work.
 constexpr uint64_t kRemoteFairnessMask = 63;
@@ -34,11 +35,11 @@ WEFT_NOINLINE TaskGroup* TaskGroup::current() {
   // The empty asm keeps the compiler from assuming the TLS address is
   // unchanged across calls.
   asm volatile("" ::: "memory");
-  return tls_group;
+  return tls_current_group;
 }
 
 void TaskGroup::run_main_loop() {
-  tls_group = this;
+  tls_current_group = this;
   main_meta_.tsan_fiber = base::tsan_current_fiber();
   TaskMeta* next = nullptr;
   while (control_->wait_task(this, &next)) {
@@ -46,7 +47,7 @@ void TaskGroup::run_main_loop() {
     // Back on the main context. It never migrates: only fibers running on
     // this pthread jump to it.
   }
-  tls_group = nullptr;
+  tls_current_group = nullptr;
 }
 
 size_t TaskGroup::push_local(TaskMeta* m) {

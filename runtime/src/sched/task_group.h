@@ -22,6 +22,11 @@
 namespace weft::sched {
 
 class TaskControl;
+class TaskGroup;
+
+// The calling pthread's group. Read it directly only in code that cannot
+// suspend between the read and the last use (see TaskGroup::current()).
+extern thread_local TaskGroup* tls_current_group;
 
 class TaskGroup {
  public:

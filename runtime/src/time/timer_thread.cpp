@@ -41,8 +41,13 @@ using TimerPool = base::SlotPool<TimerTask>;
 struct alignas(64) Bucket {
   base::SpinLock lock;
   TimerTask* head = nullptr;  // guarded by lock
-  size_t count = 0;           // guarded by lock
+  size_t count = 0;           // guarded by lock: timers since the last drain
   int64_t nearest = base::kNoDeadline;  // guarded by lock
+  // For timers_pending(): adds and successful dels by the threads that use
+  // this bucket. Kept here, not in one shared word, so adders on different
+  // buckets never share a cache line.
+  int64_t added = 0;                 // guarded by lock
+  std::atomic<int64_t> deleted{0};   // relaxed
 };
 
 uint64_t make_id(uint32_t version, uint32_t slot) {
@@ -72,7 +77,6 @@ class TimerThread {
     if (version == 0) version = kStates;  // wrapped
     task->version.store(version, std::memory_order_release);
     *id = make_id(version, slot);
-    pending_.fetch_add(1, std::memory_order_relaxed);
 
     Bucket& bucket = buckets_[bucket_index()];
     bool earliest_in_bucket = false;
@@ -84,13 +88,19 @@ class TimerThread {
       bucket.nearest = deadline;
       earliest_in_bucket = true;
     }
-    drain = ++bucket.count >= kDrainThreshold;
+    ++bucket.added;
+    // Ask once per kDrainThreshold adds, not on every add until the thread
+    // has caught up.
+    drain = ++bucket.count % kDrainThreshold == 0;
     bucket.lock.unlock();
 
     if (earliest_in_bucket || drain) {
       std::lock_guard<std::mutex> guard(mu_);
       if (deadline < nearest_ || drain) {
         if (deadline < nearest_) nearest_ = deadline;
+        if (deadline < hint_.load(std::memory_order_relaxed)) {
+          hint_.store(deadline, std::memory_order_relaxed);
+        }
         wake_seq_.fetch_add(1, std::memory_order_release);
         base::futex_wake(&wake_seq_, 1);
       }
@@ -108,7 +118,7 @@ class TimerThread {
     if (current == version + kPending) {
       if (task->version.compare_exchange_strong(current, version + kDeleted,
                                                 std::memory_order_acq_rel)) {
-        pending_.fetch_sub(1, std::memory_order_relaxed);
+        buckets_[bucket_index()].deleted.fetch_add(1, std::memory_order_relaxed);
         return 0;
       }
     }
@@ -121,7 +131,17 @@ class TimerThread {
   }
 
   uint64_t fired() const { return fired_.load(std::memory_order_relaxed); }
-  int64_t pending() const { return pending_.load(std::memory_order_relaxed); }
+  int64_t hint() const { return hint_.load(std::memory_order_relaxed); }
+  int64_t pending() {
+    int64_t n = -static_cast<int64_t>(fired());
+    for (Bucket& b : buckets_) {
+      b.lock.lock();
+      n += b.added;
+      b.lock.unlock();
+      n -= b.deleted.load(std::memory_order_relaxed);
+    }
+    return n;
+  }
 
  private:
   TimerThread() {
@@ -180,9 +200,9 @@ class TimerThread {
       // The CAS decides between us and a concurrent del.
       if (e.task->version.compare_exchange_strong(expected, e.version + kRunning,
                                                   std::memory_order_acq_rel)) {
-        pending_.fetch_sub(1, std::memory_order_relaxed);
         e.task->fn(e.task->arg);
-        fired_.fetch_add(1, std::memory_order_relaxed);
+        // Single writer: a plain increment, published relaxed.
+        fired_.store(fired_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         // "ran" until the slot is reused, so del keeps answering 1.
         e.task->version.store(e.version + kRan, std::memory_order_release);
         recycle(e.task);
@@ -210,6 +230,7 @@ class TimerThread {
       {
         std::lock_guard<std::mutex> guard(mu_);
         nearest_ = next;
+        hint_.store(next, std::memory_order_relaxed);
       }
       if (wake_seq_.load(std::memory_order_acquire) != seen) continue;
       const timespec* prel = nullptr;
@@ -228,10 +249,10 @@ class TimerThread {
   std::mutex mu_;
   int64_t nearest_ = base::kNoDeadline;  // guarded by mu_
   std::atomic<int> wake_seq_{0};
+  std::atomic<int64_t> hint_{base::kNoDeadline};
   std::vector<HeapEntry> heap_;  // timer thread only
   uint64_t seq_ = 0;
   std::atomic<uint64_t> fired_{0};
-  std::atomic<int64_t> pending_{0};
   std::thread thread_;
 };
 
@@ -244,6 +265,7 @@ int timer_add(uint64_t* id, int64_t deadline, void (*fn)(void*), void* arg) {
 int timer_del(uint64_t id) { return TimerThread::instance().del(id); }
 
 uint64_t timers_fired() { return TimerThread::instance().fired(); }
+int64_t next_deadline_hint() { return TimerThread::instance().hint(); }
 int64_t timers_pending() { return TimerThread::instance().pending(); }
 
 }  // namespace weft::timer

@@ -24,6 +24,11 @@ int timer_add(uint64_t* id, int64_t deadline, void (*fn)(void*), void* arg);
 // already deleted. Any thread; never blocks.
 int timer_del(uint64_t id);
 
+// The earliest deadline the timer thread knows of (CLOCK_MONOTONIC ns;
+// advisory, relaxed). Idle workers keep searching instead of parking when it
+// is close, so the fiber the timer wakes is picked up without a futex wake.
+int64_t next_deadline_hint();
+
 // Counters for metrics and tests.
 uint64_t timers_fired();
 int64_t timers_pending();
