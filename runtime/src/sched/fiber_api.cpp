@@ -6,6 +6,7 @@
 
 #include <atomic>
 
+#include "base/compiler.h"
 #include "base/time_util.h"
 #include "sched/fiber_lifecycle.h"
 #include "sched/task_control.h"
@@ -66,6 +67,33 @@ int bthread_yield(void) {
   return 0;
 }
 
+// Sleeps shorter than the kernel's timer latency on these VMs (~15 us for a
+// futex timeout) cannot be served by the timer thread in time. For those a
+// fiber on a worker yields to any ready fiber and otherwise polls the clock:
+// the worker is never held from other fibers, and stop/interrupt still end
+// the sleep.
+static constexpr uint64_t kShortSleepNs = 20 * 1000;
+
+static int short_sleep(TaskMeta* m, int64_t deadline) {
+  for (;;) {
+    if (m->stop.load(std::memory_order_acquire)) {
+      errno = ESTOP;
+      return -1;
+    }
+    if (m->interrupted.exchange(false, std::memory_order_acq_rel)) {
+      errno = EINTR;
+      return -1;
+    }
+    if (weft::base::monotonic_ns() >= deadline) return 0;
+    TaskGroup* g = TaskGroup::current();
+    if (g->has_ready()) {
+      bthread_yield();
+    } else {
+      for (int i = 0; i < 16; ++i) weft::base::cpu_relax();
+    }
+  }
+}
+
 int bthread_usleep(uint64_t microseconds) {
   // Fibers on workers and BTHREAD_ATTR_PTHREAD fibers sleep on their private
   // butex (so stop/interrupt end the sleep); plain pthreads use usleep(3).
@@ -78,6 +106,8 @@ int bthread_usleep(uint64_t microseconds) {
   if (microseconds == 0) return bthread_yield();
   const int64_t deadline =
       weft::base::monotonic_ns() + static_cast<int64_t>(microseconds) * 1000;
+  TaskGroup* g = TaskGroup::current();
+  if (g != nullptr && microseconds * 1000 <= kShortSleepNs) return short_sleep(m, deadline);
   // Nobody wakes the private sleep butex: only the deadline or an interrupt
   // ends the wait.
   for (;;) {
