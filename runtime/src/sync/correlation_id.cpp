@@ -39,6 +39,29 @@ IdSlot* find(bthread_id_t id) {
 
 int default_on_error(bthread_id_t id, void*, int) { return bthread_id_unlock_and_destroy(id); }
 
+// The slot of a live id, returned with its lock held; nullptr (and *err set,
+// nothing held) when the id was destroyed or never existed, or when
+// `must_be_locked` and the id is not locked.
+IdSlot* lock_live(bthread_id_t id, bool must_be_locked, int* err) {
+  IdSlot* s = find(id);
+  if (s == nullptr) {
+    *err = EINVAL;
+    return nullptr;
+  }
+  s->lock.lock();
+  if (s->version != version_of(id)) {
+    s->lock.unlock();
+    *err = EINVAL;
+    return nullptr;
+  }
+  if (must_be_locked && !s->locked) {
+    s->lock.unlock();
+    *err = EPERM;
+    return nullptr;
+  }
+  return s;
+}
+
 // Bumps the sequence; the caller holds s->lock and wakes after releasing it.
 void bump(IdSlot* s) { s->seq->value.fetch_add(1, std::memory_order_release); }
 
@@ -106,17 +129,9 @@ int bthread_id_lock(bthread_id_t id, void** pdata) {
 
 int bthread_id_unlock(bthread_id_t id) {
   using namespace weft::sync;
-  IdSlot* s = find(id);
-  if (s == nullptr) return EINVAL;
-  s->lock.lock();
-  if (s->version != version_of(id)) {
-    s->lock.unlock();
-    return EINVAL;
-  }
-  if (!s->locked) {
-    s->lock.unlock();
-    return EPERM;
-  }
+  int err = 0;
+  IdSlot* s = lock_live(id, /*must_be_locked=*/true, &err);
+  if (s == nullptr) return err;
   if (!s->pending.empty()) {
     // Deliver the oldest queued error; the id stays locked for the handler.
     const int code = s->pending.front();
@@ -136,17 +151,9 @@ int bthread_id_unlock(bthread_id_t id) {
 
 int bthread_id_unlock_and_destroy(bthread_id_t id) {
   using namespace weft::sync;
-  IdSlot* s = find(id);
-  if (s == nullptr) return EINVAL;
-  s->lock.lock();
-  if (s->version != version_of(id)) {
-    s->lock.unlock();
-    return EINVAL;
-  }
-  if (!s->locked) {
-    s->lock.unlock();
-    return EPERM;
-  }
+  int err = 0;
+  IdSlot* s = lock_live(id, /*must_be_locked=*/true, &err);
+  if (s == nullptr) return err;
   s->version += 1;  // even: destroyed; the id never matches again
   s->locked = false;
   s->pending.clear();
@@ -159,13 +166,9 @@ int bthread_id_unlock_and_destroy(bthread_id_t id) {
 
 int bthread_id_error(bthread_id_t id, int error_code) {
   using namespace weft::sync;
-  IdSlot* s = find(id);
-  if (s == nullptr) return EINVAL;
-  s->lock.lock();
-  if (s->version != version_of(id)) {
-    s->lock.unlock();
-    return EINVAL;
-  }
+  int err = 0;
+  IdSlot* s = lock_live(id, /*must_be_locked=*/false, &err);
+  if (s == nullptr) return err;
   if (s->locked) {
     s->pending.push_back(error_code);
     s->lock.unlock();
