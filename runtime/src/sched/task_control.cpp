@@ -113,14 +113,49 @@ bool TaskControl::pop_remote(TaskMeta** out) {
 
 void TaskControl::signal_task(int n) {
   // Orders the caller's push before the loads below; pairs with the seq_cst
-  // updates of nsearching_/nparked_ in wait_task(). Either we see a parked,
+  // updates of nsearching_/nidle_ in wait_task(). Either we see an idle,
   // non-searching worker and wake it, or that worker's re-check after it
   // announced itself sees our push.
   base::full_fence();
   if (nsearching_.load(std::memory_order_seq_cst) > 0) return;
-  if (nparked_.load(std::memory_order_seq_cst) == 0) return;
-  park_seq_.fetch_add(1, std::memory_order_seq_cst);
-  base::futex_wake(&park_seq_, n);
+  if (nidle_.load(std::memory_order_seq_cst) == 0) return;
+  TaskGroup* woken[8];
+  int count = 0;
+  {
+    std::lock_guard<std::mutex> guard(idle_mu_);
+    while (count < n && count < 8 && !idle_.empty()) {
+      woken[count++] = idle_.back();
+      idle_.pop_back();
+      nidle_.fetch_sub(1, std::memory_order_seq_cst);
+      // Counted as searching on its behalf from now on, so the pushes that
+      // follow before it gets a CPU do not wake anyone else.
+      nsearching_.fetch_add(1, std::memory_order_seq_cst);
+    }
+  }
+  for (int i = 0; i < count; ++i) {
+    // Release pairs with the acquire exchange in wait_for_notification().
+    woken[i]->park_word.store(1, std::memory_order_release);
+    base::futex_wake(&woken[i]->park_word, 1);
+  }
+}
+
+void TaskControl::wait_for_notification(TaskGroup* g) {
+  while (g->park_word.exchange(0, std::memory_order_acquire) == 0) {
+    base::futex_wait(&g->park_word, 0, nullptr);
+  }
+}
+
+bool TaskControl::leave_idle(TaskGroup* g) {
+  std::lock_guard<std::mutex> guard(idle_mu_);
+  for (size_t i = 0; i < idle_.size(); ++i) {
+    if (idle_[i] == g) {
+      idle_[i] = idle_.back();
+      idle_.pop_back();
+      nidle_.fetch_sub(1, std::memory_order_seq_cst);
+      return true;
+    }
+  }
+  return false;  // a waker took us: it counted us as searching
 }
 
 uint64_t TaskControl::total_switches() const {
@@ -160,11 +195,18 @@ bool TaskControl::steal_task(TaskGroup* self, TaskMeta** out) {
 }
 
 bool TaskControl::wait_task(TaskGroup* g, TaskMeta** out) {
+  // Whether this worker holds a count in nsearching_: it takes one to
+  // search, and a waker takes one on its behalf when it wakes it.
+  bool searching = false;
   for (;;) {
-    if (g->pop_local(out) || pop_remote(out)) return true;
+    if (g->pop_local(out) || pop_remote(out)) {
+      if (searching) end_search(/*found=*/true);
+      return true;
+    }
 
     // Search.
-    nsearching_.fetch_add(1, std::memory_order_seq_cst);
+    if (!searching) nsearching_.fetch_add(1, std::memory_order_seq_cst);
+    searching = true;
     int64_t give_up = base::monotonic_ns() + kSearchNs;
     bool found = false;
     bool timer_spinner = false;
@@ -186,26 +228,29 @@ bool TaskControl::wait_task(TaskGroup* g, TaskMeta** out) {
       for (int i = 0; i < 32; ++i) base::cpu_relax();
     }
     if (timer_spinner) timer_spinning_.store(false, std::memory_order_relaxed);
-    const bool last_searcher = nsearching_.fetch_sub(1, std::memory_order_seq_cst) == 1;
-    if (found) {
-      // The last searcher to find work hands the search on if more work
-      // waits, so a backlog never sits next to a parked worker.
-      if (last_searcher && any_ready()) signal_task(1);
-      return true;
-    }
+    end_search(found);
+    searching = false;
+    if (found) return true;
 
-    // Park. Reading the sequence before announcing ourselves means a wake
-    // issued after our final check changes it and the futex wait returns.
-    const int seq = park_seq_.load(std::memory_order_seq_cst);
-    nparked_.fetch_add(1, std::memory_order_seq_cst);
-    if (any_ready()) {
-      nparked_.fetch_sub(1, std::memory_order_seq_cst);
-      continue;
+    // Park: announce ourselves idle, re-check every queue, then sleep on our
+    // own futex word until a waker takes us off the idle list.
+    {
+      std::lock_guard<std::mutex> guard(idle_mu_);
+      idle_.push_back(g);
+      nidle_.fetch_add(1, std::memory_order_seq_cst);
     }
+    if (any_ready() && leave_idle(g)) continue;
     nparks.fetch_add(1, std::memory_order_relaxed);
-    base::futex_wait(&park_seq_, seq, nullptr);
-    nparked_.fetch_sub(1, std::memory_order_seq_cst);
+    wait_for_notification(g);
+    searching = true;  // the waker counted us
   }
+}
+
+void TaskControl::end_search(bool found) {
+  const bool last_searcher = nsearching_.fetch_sub(1, std::memory_order_seq_cst) == 1;
+  // The last searcher to find work hands the search on if more work waits,
+  // so a backlog never sits next to an idle worker.
+  if (found && last_searcher && any_ready()) signal_task(1);
 }
 
 void requeue_local(TaskMeta* m) {

@@ -76,6 +76,9 @@ class TaskControl {
  private:
   TaskControl() = default;
   bool steal_task(TaskGroup* g, TaskMeta** out);
+  void end_search(bool found);
+  void wait_for_notification(TaskGroup* g);
+  bool leave_idle(TaskGroup* g);
   bool any_ready() const;
   void worker_main(int index);
 
@@ -88,8 +91,11 @@ class TaskControl {
   std::deque<TaskMeta*> remote_;  // guarded by remote_mu_
   alignas(64) std::atomic<size_t> nremote_{0};
   alignas(64) std::atomic<int> nsearching_{0};
-  alignas(64) std::atomic<int> nparked_{0};
-  alignas(64) std::atomic<int> park_seq_{0};
+  // Idle (parked) workers. A waker pops one, counts it as searching and
+  // sets its park_word; the worker sleeps on its own word.
+  std::mutex idle_mu_;
+  std::vector<TaskGroup*> idle_;  // guarded by idle_mu_
+  alignas(64) std::atomic<int> nidle_{0};
   std::atomic<bool> timer_spinning_{false};  // one searcher waits out a close timer
 };
 

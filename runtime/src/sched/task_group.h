@@ -82,6 +82,10 @@ class TaskGroup {
     return rand_;
   }
 
+  // Set to 1 by the waker that takes this worker off the idle list; the
+  // worker sleeps on it (futex) while it is 0.
+  std::atomic<int> park_word{0};
+
   // Fibers queued with BTHREAD_NOSIGNAL since the last flush.
   uint32_t nosignal_pending = 0;
   // Switches performed by this worker (relaxed; read by metrics/benchmarks).
