@@ -89,7 +89,9 @@ int bthread_yield(void);
 
 // Sleeps the calling fiber (not its worker) for `microseconds`; may suspend.
 // Returns 0, or -1 with errno ESTOP (the fiber was stopped) or EINTR (it was
-// interrupted). In a pthread it is usleep(3).
+// interrupted). Sleeps under 20 us, shorter than the kernel's timer latency,
+// poll the clock on the worker while yielding to every ready fiber. In a
+// pthread it is usleep(3).
 int bthread_usleep(uint64_t microseconds);
 
 // Marks fiber `tid` stopped and interrupts its current blocking call
