@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/time_util.h"
 #include "test_util.h"
 
 namespace {
@@ -33,11 +34,7 @@ using std::chrono::seconds;
 
 std::atomic<int>* word_of(void* butex) { return static_cast<std::atomic<int>*>(butex); }
 
-int64_t mono_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
+int64_t mono_ns() { return weft::base::monotonic_ns(); }
 
 timespec realtime_after_us(int64_t us) {
   timespec ts;

@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/time_util.h"
 #include "test_util.h"
 #include "time/timer_thread.h"
 
@@ -39,18 +40,9 @@ int64_t realtime_ns() {
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
-int64_t mono_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
+int64_t mono_ns() { return weft::base::monotonic_ns(); }
 
-timespec to_timespec(int64_t ns) {
-  timespec ts;
-  ts.tv_sec = ns / 1000000000;
-  ts.tv_nsec = ns % 1000000000;
-  return ts;
-}
+timespec to_timespec(int64_t ns) { return weft::base::ns_to_timespec(ns); }
 
 // Sets a flag when it runs.
 struct Flag {
