@@ -19,6 +19,8 @@
 #include <new>
 #include <vector>
 
+#include "base/compiler.h"
+
 namespace weft::base {
 
 template <typename T, uint32_t kChunkBits = 8, uint32_t kMaxChunks = 65536>
@@ -38,6 +40,7 @@ class SlotPool {
   // Returns a free index, or kInvalid when the pool is at capacity or out of
   // memory. Any thread.
   uint32_t alloc() {
+    if (WEFT_UNLIKELY(tls_cache_gone())) return alloc_without_cache();
     LocalCache& cache = local_cache();
     if (cache.items.empty() && !refill(&cache)) return kInvalid;
     const uint32_t idx = cache.items.back();
@@ -47,6 +50,13 @@ class SlotPool {
 
   // Returns `idx` for reuse. Any thread.
   void free(uint32_t idx) {
+    if (WEFT_UNLIKELY(tls_cache_gone())) {
+      // This thread is exiting (e.g. an atexit handler joining a fiber after
+      // the main thread's thread_locals were destroyed).
+      std::lock_guard<std::mutex> guard(mu_);
+      global_.push_back(idx);
+      return;
+    }
     LocalCache& cache = local_cache();
     cache.items.push_back(idx);
     if (cache.items.size() >= kLocalMax) {
@@ -74,9 +84,26 @@ class SlotPool {
   static constexpr size_t kLocalMax = 128;
   static constexpr size_t kBatch = 32;
 
+  // Set when the calling thread's LocalCache was destroyed (thread exit);
+  // trivially destructible, so it outlives the cache.
+  static bool& tls_cache_gone() {
+    static thread_local bool gone = false;
+    return gone;
+  }
+
+  uint32_t alloc_without_cache() {
+    LocalCache scratch;
+    const bool ok = refill(&scratch);
+    if (!ok) return kInvalid;
+    const uint32_t idx = scratch.items.back();
+    scratch.items.pop_back();
+    return idx;  // scratch's destructor returns the rest to global_.
+  }
+
   struct LocalCache {
     std::vector<uint32_t> items;
     ~LocalCache() {
+      if (this == &local_cache_storage()) tls_cache_gone() = true;
       if (items.empty()) return;
       SlotPool& pool = instance();
       std::lock_guard<std::mutex> guard(pool.mu_);
@@ -86,10 +113,11 @@ class SlotPool {
 
   SlotPool() = default;
 
-  static LocalCache& local_cache() {
+  static LocalCache& local_cache_storage() {
     static thread_local LocalCache cache;
     return cache;
   }
+  static LocalCache& local_cache() { return local_cache_storage(); }
 
   bool refill(LocalCache* cache) {
     std::lock_guard<std::mutex> guard(mu_);

@@ -1,0 +1,86 @@
+// weft/net/acceptor.h: accepts connections on a listening fd.
+//
+// The listening fd becomes a Socket whose reading callback is
+// OnNewConnections: it accepts until EAGAIN, and again while more events
+// arrived meanwhile. Each connection becomes a Socket whose user is the
+// Acceptor and whose reading callback is the one the Acceptor was built
+// with; the Acceptor keeps their ids (the socket map), closes connections
+// idle longer than idle_timeout_sec, and StopAccept fails them all.
+#ifndef WEFT_NET_ACCEPTOR_H_
+#define WEFT_NET_ACCEPTOR_H_
+
+#include <stddef.h>
+
+#include <unordered_map>
+#include <vector>
+
+#include "weft/bthread.h"
+#include "weft/net/socket.h"
+
+namespace weft {
+
+class Acceptor : public SocketUser {
+ public:
+  // on_new_messages runs (in a fiber, one at a time per connection) when a
+  // connection is readable; `arg` is for it (see arg()).
+  explicit Acceptor(void (*on_new_messages)(Socket*), void* arg = nullptr,
+                    bthread_keytable_pool_t* keytable_pool = nullptr);
+  // Stops accepting and waits for every connection to recycle.
+  ~Acceptor() override;
+
+  // Takes over listened_fd (closed when the listening socket recycles, also
+  // on failure). idle_timeout_sec > 0: connections with no read or write for
+  // that long are closed. 0, or -1 with errno.
+  int StartAccept(int listened_fd, int idle_timeout_sec);
+  // Stops accepting, fails every connection (ELOGOFF) and waits until the
+  // listening socket and every connection have recycled. A connection stays
+  // alive while someone holds a SocketUniquePtr to it.
+  void StopAccept();
+
+  size_t ConnectionCount() const;
+  void ListConnections(std::vector<SocketId>* ids) const;
+  SocketId listening_id() const { return _acception_id; }
+  void* arg() const { return _arg; }
+
+  // The listening socket's reading callback.
+  static void OnNewConnections(Socket* acception);
+
+ private:
+  enum Status { UNINITIALIZED, RUNNING, STOPPING, STOPPED };
+
+  // The listening socket's user: tells the Acceptor when it recycles (the
+  // listener's id is not known until Create returns, and events may start
+  // before that).
+  struct ListenerUser : public SocketUser {
+    Acceptor* owner = nullptr;
+    void BeforeRecycle(Socket*) override;
+  };
+
+  static void OnNewConnectionsUntilEAGAIN(Socket* acception);
+  static void* CloseIdleConnections(void* arg);
+  // A connection recycled: drop it from the map.
+  void BeforeRecycle(Socket* sock) override;
+  void OnListenerRecycled();
+
+  void (*const _on_new_messages)(Socket*);
+  void* const _arg;
+  bthread_keytable_pool_t* const _keytable_pool;
+
+  // Guards everything below. A fiber-aware mutex: held briefly by
+  // accepting fibers and recycling threads.
+  mutable bthread_mutex_t _map_mutex;
+  // Signalled when the listening socket recycles or the map empties.
+  bthread_cond_t _empty_cond;
+  Status _status = UNINITIALIZED;
+  SocketId _acception_id = INVALID_SOCKET_ID;
+  bool _listener_recycled = true;
+  ListenerUser _listener_user;
+  int _idle_timeout_sec = 0;
+  bthread_t _close_idle_tid = 0;
+  // Connection id -> nothing yet (room for per-connection statistics).
+  std::unordered_map<SocketId, int> _socket_map;
+};
+
+}  // namespace weft
+
+#endif  // WEFT_NET_ACCEPTOR_H_

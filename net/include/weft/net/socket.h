@@ -1,0 +1,255 @@
+// weft/net/socket.h: a connection (or listener) shared by fibers and pthreads.
+//
+// A Socket lives in a type-stable pool and is named by a versioned SocketId.
+// Socket::Address(id) hands out a SocketUniquePtr (one reference) while the
+// socket has not failed; SetFailed() happens once, wakes everything waiting
+// on the socket and drops the reference Create() took; when the last
+// reference goes the socket is recycled: its fd is closed, its SocketUser
+// told (BeforeRecycle) and its slot reused under a new version, so old ids
+// fail to address.
+//
+// Writing is wait-free for callers: Write() pushes the request onto an MPSC
+// list (_write_head). The caller that finds the list empty writes once
+// itself; whatever is left, and every request pushed meanwhile, is written by
+// one KeepWrite fiber, in push order, batched into writev calls. A client
+// socket created with a remote_side and no fd connects on the first Write.
+//
+// Reading: when the fd becomes readable the EventDispatcher calls
+// StartInputEvent, which starts at most one fiber per socket running
+// on_edge_triggered_events (the _nevent counter); that callback reads with
+// DoRead() until EAGAIN and returns only when MoreReadEvents() says no event
+// arrived meanwhile.
+#ifndef WEFT_NET_SOCKET_H_
+#define WEFT_NET_SOCKET_H_
+
+#include <stdint.h>
+#include <time.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "weft/bthread.h"
+#include "weft/net/endpoint.h"
+#include "weft/net/iobuf.h"
+#include "weft/net/socket_id.h"
+
+namespace weft {
+
+class Socket;
+
+// The owner of a socket's `user` slot: told just before the socket recycles.
+class SocketUser {
+ public:
+  virtual ~SocketUser() = default;
+  virtual void BeforeRecycle(Socket*) {}
+};
+
+// A hook run after TCP connects and before any queued write goes out (a TLS
+// handshake, a protocol greeting). StartConnect must eventually call
+// done(0, data) on success or done(errno, data) on failure, from any thread.
+class AppConnect {
+ public:
+  virtual ~AppConnect() = default;
+  virtual void StartConnect(Socket* s, void (*done)(int err, void* data), void* data) = 0;
+  // The socket is recycling; drop any reference to it.
+  virtual void StopConnect(Socket*) {}
+};
+
+struct SocketOptions {
+  // An fd the socket takes over (closed at recycle), or -1 for a client
+  // socket that connects to remote_side on its first write.
+  int fd = -1;
+  EndPoint remote_side;
+  // Told (BeforeRecycle) when the socket recycles; the socket never deletes
+  // it (a user may delete itself there).
+  SocketUser* user = nullptr;
+  // Run in a fiber (one at a time per socket) when fd becomes readable.
+  void (*on_edge_triggered_events)(Socket*) = nullptr;
+  std::shared_ptr<AppConnect> app_connect;
+  // Fibers started for this socket's events use this keytable pool.
+  bthread_keytable_pool_t* keytable_pool = nullptr;
+  // Connect timeout for sockets that connect on first write; <= 0: none.
+  int connect_timeout_ms = 0;
+};
+
+struct SocketDeleter {
+  void operator()(Socket* s) const;
+};
+// One reference to a Socket; dropping it may recycle the socket.
+typedef std::unique_ptr<Socket, SocketDeleter> SocketUniquePtr;
+
+class Socket {
+ public:
+  struct WriteRequest;
+  struct EpollOutRequest;
+
+  struct WriteOptions {
+    // Errors of this write are reported with bthread_id_error(id_wait, ec)
+    // (also when Write itself fails) instead of Write's return value.
+    bthread_id_t id_wait = INVALID_BTHREAD_ID;
+    // Deadline for connecting, if this write has to connect (CLOCK_REALTIME).
+    const timespec* abstime = nullptr;
+    // Accept the write even past --weft_socket_max_unwritten_bytes.
+    bool ignore_eovercrowded = false;
+  };
+
+  // Progress value a reading callback starts MoreReadEvents with.
+  static constexpr int PROGRESS_INIT = 1;
+  // Requests batched into one writev by DoWrite.
+  static constexpr size_t DATA_LIST_MAX = 256;
+  // KeepWrite re-checks its list at least this often while the fd is full.
+  static constexpr int WAIT_EPOLLOUT_TIMEOUT_MS = 50;
+
+  // Creates a socket; *id names it. Takes over options.fd (closed on
+  // failure too). Returns 0, or -1 with errno; on failure *id is
+  // INVALID_SOCKET_ID when no socket was made (options.user untouched),
+  // else the failed socket's id (options.user gets BeforeRecycle as usual).
+  static int Create(const SocketOptions& options, SocketId* id);
+  // A reference to the socket `id` names, unless it failed or recycled:
+  // returns 0 and fills *ptr, else -1.
+  static int Address(SocketId id, SocketUniquePtr* ptr);
+  // As Address, but also while the socket is failed and not yet recycled:
+  // 0 when healthy, 1 when failed, -1 when gone.
+  static int AddressFailedAsWell(SocketId id, SocketUniquePtr* ptr);
+  // One more reference to a socket the caller already holds.
+  void ReAddress(SocketUniquePtr* ptr);
+
+  // Marks the socket failed (only the first call wins: 0; later calls -1),
+  // shuts the fd down both ways, wakes waiters, fails queued writes and
+  // drops Create's reference. error_code 0 means EFAILEDSOCKET.
+  int SetFailed(int error_code, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
+  int SetFailed();
+  static int SetFailed(SocketId id);
+  bool Failed() const;
+  // The error SetFailed recorded (EFAILEDSOCKET if none yet).
+  int non_zero_error_code() const;
+  std::string error_text() const;
+
+  // Writes (or queues) *data, which is left empty. Returns 0 when accepted;
+  // otherwise, with options->id_wait set the error goes to id_wait and 0 is
+  // returned, else -1 with errno (EINVAL empty data, EOVERCROWDED, the
+  // socket's error if failed). An accepted write is written in full and in
+  // order with the caller's other writes, or the socket fails and id_wait
+  // (if any) hears the error.
+  int Write(IOBuf* data, const WriteOptions* options = nullptr);
+
+  // Reads at most size_hint bytes into read_buf(). As read(2).
+  ssize_t DoRead(size_t size_hint);
+  // For reading callbacks: false (and the socket's pending event count
+  // reset) when no event arrived since *progress was taken; true (with
+  // *progress updated) when the caller must read again.
+  bool MoreReadEvents(int* progress);
+
+  // Waits until fd is writable or abstime passes (ETIMEDOUT) or the socket
+  // fails. pollin: the fd is already in epoll for input. 0 or -1 with errno.
+  int WaitEpollOut(int fd, bool pollin, const timespec* abstime);
+
+  // Called by EventDispatcher.
+  static int StartInputEvent(SocketId id, uint32_t events, const bthread_attr_t& thread_attr);
+  static int HandleEpollOut(SocketId id);
+
+  SocketId id() const { return _this_id; }
+  int fd() const { return _fd.load(std::memory_order_acquire); }
+  const EndPoint& remote_side() const { return _remote_side; }
+  // Set when the fd is adopted (for client sockets: once connected); read
+  // it only after that.
+  const EndPoint& local_side() const { return _local_side; }
+  SocketUser* user() const { return _user; }
+  // Bytes received and not yet cut by the reading callback. Only the
+  // reading fiber (one at a time) touches it.
+  IOBuf& read_buf() { return _read_buf; }
+  bthread_keytable_pool_t* keytable_pool() const { return _keytable_pool; }
+  std::string description() const;
+
+  int64_t unwritten_bytes() const { return _unwritten_bytes.load(std::memory_order_relaxed); }
+  int64_t in_bytes() const { return _in_bytes.load(std::memory_order_relaxed); }
+  int64_t out_bytes() const { return _out_bytes.load(std::memory_order_relaxed); }
+  // CLOCK_MONOTONIC microseconds of the last read / write that moved bytes.
+  int64_t last_active_us() const;
+
+  // Sockets currently alive (created and not yet recycled), process-wide.
+  static int64_t live_count();
+
+  // Only the pool constructs sockets.
+  Socket();
+  ~Socket();
+  Socket(const Socket&) = delete;
+  Socket& operator=(const Socket&) = delete;
+
+ private:
+  friend struct SocketDeleter;
+  friend class EventDispatcher;
+
+  // Drops one reference; recycles the socket when it was the last one.
+  int Dereference();
+  // Closes the fd, resets fields, tells the user and frees the slot.
+  void OnRecycle();
+  // Adopts fd (non-blocking, close-on-exec, TCP_NODELAY, buffer sizes,
+  // epoll). On failure _fd is -1 and fd still belongs to the caller.
+  int ResetFileDescriptor(int fd);
+  int SetUpFileDescriptor(int fd);
+
+  static void* ProcessEvent(void* arg);
+
+  // Write path (socket_write.cpp).
+  int StartWrite(WriteRequest* req, const WriteOptions& opt);
+  static void* KeepWrite(void* arg);
+  ssize_t DoWrite(WriteRequest* req);
+  bool IsWriteComplete(WriteRequest* old_head, bool singular_node, WriteRequest** new_tail);
+  void ReturnSuccessfulWriteRequest(WriteRequest* req);
+  void ReturnFailedWriteRequest(WriteRequest* req, int error_code);
+  WriteRequest* ReleaseWriteRequestsExceptLast(WriteRequest* req, int error_code);
+  void ReleaseAllFailedWriteRequests(WriteRequest* req);
+  void AddOutputBytes(ssize_t n);
+  static int SetError(bthread_id_t id_wait, int error_code);
+
+  // Connect path (socket_connect.cpp).
+  int ConnectIfNot(const timespec* abstime, WriteRequest* req);
+  int Connect(const timespec* abstime, int (*on_connect)(int fd, int err, void* data), void* data);
+  int CheckConnected(int sockfd);
+  int HandleEpollOutRequest(int error_code, EpollOutRequest* req);
+  static void HandleEpollOutTimeout(void* arg);
+  static int KeepWriteIfConnected(int fd, int err, void* data);
+  static void CheckConnectedAndKeepWrite(int fd, int err, void* data);
+  static void AfterAppConnected(int err, void* data);
+
+  // High 32 bits: version; low 32 bits: references. Version == id version:
+  // healthy; id version + 1: failed; anything else: recycled (the slot may
+  // already hold a newer socket).
+  std::atomic<uint64_t> _versioned_ref{0};
+  SocketId _this_id = INVALID_SOCKET_ID;
+  std::atomic<int> _fd{-1};
+  EndPoint _remote_side;
+  EndPoint _local_side;
+  SocketUser* _user = nullptr;
+  void (*_on_edge_triggered_events)(Socket*) = nullptr;
+  std::shared_ptr<AppConnect> _app_connect;
+  bthread_keytable_pool_t* _keytable_pool = nullptr;
+  int _connect_timeout_ms = 0;
+
+  // Input events not yet consumed by the reading fiber; 0 means no reading
+  // fiber runs.
+  std::atomic<int> _nevent{0};
+  IOBuf _read_buf;
+
+  // The newest pushed write request, or nullptr when nobody is writing.
+  std::atomic<WriteRequest*> _write_head{nullptr};
+  std::atomic<int64_t> _unwritten_bytes{0};
+  // Bumped and woken by HandleEpollOut and SetFailed; KeepWrite waits on it.
+  std::atomic<int>* _epollout_butex = nullptr;
+
+  std::atomic<int> _error_code{0};
+  mutable std::mutex _error_mu;
+  std::string _error_text;  // guarded by _error_mu
+
+  std::atomic<int64_t> _in_bytes{0};
+  std::atomic<int64_t> _out_bytes{0};
+  std::atomic<int64_t> _last_read_us{0};
+  std::atomic<int64_t> _last_write_us{0};
+};
+
+}  // namespace weft
+
+#endif  // WEFT_NET_SOCKET_H_

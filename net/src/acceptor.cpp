@@ -1,0 +1,235 @@
+#include "weft/net/acceptor.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "base/time_util.h"
+#include "net_log.h"
+#include "weft/errno.h"
+
+namespace weft {
+
+namespace {
+// Backoff while accept() fails for lack of fds or memory: the pending
+// connections stay in the kernel's backlog (nothing is dropped) and the
+// accepting fiber retries at most this often, so the CPU stays idle.
+constexpr int64_t kMinAcceptBackoffUs = 1000;
+constexpr int64_t kMaxAcceptBackoffUs = 100 * 1000;
+}  // namespace
+
+Acceptor::Acceptor(void (*on_new_messages)(Socket*), void* arg,
+                   bthread_keytable_pool_t* keytable_pool)
+    : _on_new_messages(on_new_messages), _arg(arg), _keytable_pool(keytable_pool) {
+  bthread_mutex_init(&_map_mutex, nullptr);
+  bthread_cond_init(&_empty_cond, nullptr);
+  _listener_user.owner = this;
+}
+
+Acceptor::~Acceptor() {
+  StopAccept();
+  bthread_cond_destroy(&_empty_cond);
+  bthread_mutex_destroy(&_map_mutex);
+}
+
+int Acceptor::StartAccept(int listened_fd, int idle_timeout_sec) {
+  if (listened_fd < 0 || _on_new_messages == nullptr) {
+    if (listened_fd >= 0) close(listened_fd);
+    errno = EINVAL;
+    return -1;
+  }
+  bthread_mutex_lock(&_map_mutex);
+  if (_status == RUNNING || _status == STOPPING) {
+    bthread_mutex_unlock(&_map_mutex);
+    close(listened_fd);
+    errno = EBUSY;
+    return -1;
+  }
+  _status = RUNNING;
+  _listener_recycled = false;
+  _idle_timeout_sec = idle_timeout_sec;
+  bthread_mutex_unlock(&_map_mutex);
+
+  SocketOptions options;
+  options.fd = listened_fd;
+  options.user = &_listener_user;
+  options.on_edge_triggered_events = OnNewConnections;
+  SocketId id;
+  if (Socket::Create(options, &id) != 0) {
+    const int saved_errno = errno;
+    bthread_mutex_lock(&_map_mutex);
+    _status = STOPPED;
+    // Without a socket nobody will report the listener's recycling.
+    if (id == INVALID_SOCKET_ID) _listener_recycled = true;
+    bthread_mutex_unlock(&_map_mutex);
+    errno = saved_errno;
+    return -1;
+  }
+  bthread_mutex_lock(&_map_mutex);
+  _acception_id = id;
+  bthread_mutex_unlock(&_map_mutex);
+  if (idle_timeout_sec > 0) {
+    bthread_t tid;
+    if (bthread_start_background(&tid, &BTHREAD_ATTR_NORMAL, CloseIdleConnections, this) == 0) {
+      bthread_mutex_lock(&_map_mutex);
+      _close_idle_tid = tid;
+      bthread_mutex_unlock(&_map_mutex);
+    } else {
+      WEFT_NET_WARN("fail to start the idle-connection closer; idle connections stay open");
+    }
+  }
+  return 0;
+}
+
+void Acceptor::StopAccept() {
+  bthread_mutex_lock(&_map_mutex);
+  if (_status != RUNNING) {
+    bthread_mutex_unlock(&_map_mutex);
+    return;
+  }
+  // From now on OnNewConnectionsUntilEAGAIN fails what it accepts.
+  _status = STOPPING;
+  const SocketId listener = _acception_id;
+  const bthread_t idle_tid = _close_idle_tid;
+  _close_idle_tid = 0;
+  bthread_mutex_unlock(&_map_mutex);
+
+  // Shuts the listening fd down: a fiber inside accept() gets an error and
+  // returns; the fd closes when the listener recycles.
+  Socket::SetFailed(listener);
+  std::vector<SocketId> ids;
+  ListConnections(&ids);
+  for (const SocketId id : ids) {
+    SocketUniquePtr s;
+    if (Socket::Address(id, &s) == 0) s->SetFailed(ELOGOFF, "the acceptor is stopping");
+  }
+  if (idle_tid != 0) {
+    bthread_stop(idle_tid);
+    bthread_join(idle_tid, nullptr);
+  }
+  bthread_mutex_lock(&_map_mutex);
+  while (!_listener_recycled || !_socket_map.empty()) bthread_cond_wait(&_empty_cond, &_map_mutex);
+  _status = STOPPED;
+  _acception_id = INVALID_SOCKET_ID;
+  bthread_mutex_unlock(&_map_mutex);
+}
+
+size_t Acceptor::ConnectionCount() const {
+  bthread_mutex_lock(&_map_mutex);
+  const size_t n = _socket_map.size();
+  bthread_mutex_unlock(&_map_mutex);
+  return n;
+}
+
+void Acceptor::ListConnections(std::vector<SocketId>* ids) const {
+  ids->clear();
+  bthread_mutex_lock(&_map_mutex);
+  ids->reserve(_socket_map.size());
+  for (const auto& entry : _socket_map) ids->push_back(entry.first);
+  bthread_mutex_unlock(&_map_mutex);
+}
+
+void Acceptor::OnNewConnections(Socket* acception) {
+  int progress = Socket::PROGRESS_INIT;
+  do {
+    OnNewConnectionsUntilEAGAIN(acception);
+    if (acception->Failed()) return;
+  } while (acception->MoreReadEvents(&progress));
+}
+
+void Acceptor::OnNewConnectionsUntilEAGAIN(Socket* acception) {
+  Acceptor* const am = static_cast<ListenerUser*>(acception->user())->owner;
+  int64_t backoff_us = 0;
+  for (;;) {
+    sockaddr_storage addr{};
+    socklen_t addr_len = sizeof(addr);
+    const int in_fd = accept4(acception->fd(), reinterpret_cast<sockaddr*>(&addr), &addr_len,
+                              SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (in_fd < 0) {
+      const int err = errno;
+      if (err == EAGAIN) return;
+      if (err == EINTR || err == ECONNABORTED || err == EPROTO) continue;
+      if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        // The connection waits in the backlog; retrying at once would spin
+        // (the listener stays readable) and returning would lose the edge.
+        WEFT_NET_WARN("accept on fd=%d: %s; retrying with backoff", acception->fd(), strerror(err));
+        if (acception->Failed()) return;
+        backoff_us = backoff_us == 0 ? kMinAcceptBackoffUs : backoff_us * 2;
+        if (backoff_us > kMaxAcceptBackoffUs) backoff_us = kMaxAcceptBackoffUs;
+        bthread_usleep(backoff_us);
+        continue;
+      }
+      // EBADF/EINVAL: the listener was shut down (StopAccept).
+      if (!acception->Failed()) {
+        WEFT_NET_WARN("accept on fd=%d failed: %s", acception->fd(), strerror(err));
+        acception->SetFailed(err, "accept failed: %s", strerror(err));
+      }
+      return;
+    }
+    backoff_us = 0;
+    SocketOptions options;
+    options.fd = in_fd;
+    options.remote_side = EndPoint(reinterpret_cast<const sockaddr*>(&addr), addr_len);
+    options.user = am;
+    options.on_edge_triggered_events = am->_on_new_messages;
+    options.keytable_pool = am->_keytable_pool;
+    SocketId socket_id;
+    if (Socket::Create(options, &socket_id) != 0) {
+      WEFT_NET_WARN("fail to create a socket for an accepted fd: %s", strerror(errno));
+      continue;
+    }
+    // Holding a reference while inserting: the socket cannot recycle (and
+    // erase itself from the map) before it is in the map.
+    SocketUniquePtr sock;
+    if (Socket::AddressFailedAsWell(socket_id, &sock) >= 0) {
+      bthread_mutex_lock(&am->_map_mutex);
+      const bool running = am->_status == RUNNING;
+      am->_socket_map.emplace(socket_id, 0);
+      bthread_mutex_unlock(&am->_map_mutex);
+      if (!running) sock->SetFailed(ELOGOFF, "the acceptor is stopping");
+    }
+  }
+}
+
+void Acceptor::BeforeRecycle(Socket* sock) {
+  bthread_mutex_lock(&_map_mutex);
+  _socket_map.erase(sock->id());
+  if (_socket_map.empty()) bthread_cond_broadcast(&_empty_cond);
+  bthread_mutex_unlock(&_map_mutex);
+}
+
+void Acceptor::ListenerUser::BeforeRecycle(Socket*) { owner->OnListenerRecycled(); }
+
+void Acceptor::OnListenerRecycled() {
+  bthread_mutex_lock(&_map_mutex);
+  _listener_recycled = true;
+  bthread_cond_broadcast(&_empty_cond);
+  bthread_mutex_unlock(&_map_mutex);
+}
+
+void* Acceptor::CloseIdleConnections(void* arg) {
+  Acceptor* const am = static_cast<Acceptor*>(arg);
+  const int64_t idle_us = static_cast<int64_t>(am->_idle_timeout_sec) * 1000000;
+  // Check a few times per timeout so a connection closes within ~1/4 of
+  // the timeout after it expires.
+  int64_t period_us = idle_us / 4;
+  if (period_us < 10000) period_us = 10000;
+  if (period_us > 1000000) period_us = 1000000;
+  std::vector<SocketId> ids;
+  while (bthread_usleep(period_us) == 0) {
+    const int64_t now_us = base::coarse_monotonic_ns() / 1000;
+    am->ListConnections(&ids);
+    for (const SocketId id : ids) {
+      SocketUniquePtr s;
+      if (Socket::Address(id, &s) != 0) continue;
+      const int64_t idle_for = now_us - s->last_active_us();
+      if (idle_for > idle_us) {
+        s->SetFailed(ETIMEDOUT, "idle for %lld ms", static_cast<long long>(idle_for / 1000));
+      }
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace weft

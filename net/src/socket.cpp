@@ -1,0 +1,433 @@
+// Socket: pool, references, failure and recycling, input events.
+// The write path is in socket_write.cpp, connecting in socket_connect.cpp.
+#include "weft/net/socket.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gflags/gflags.h>
+
+#include "base/time_util.h"
+#include "net_log.h"
+#include "net_metrics.h"
+#include "socket_internal.h"
+#include "socket_pool.h"
+#include "weft/butex.h"
+#include "weft/errno.h"
+#include "weft/net/event_dispatcher.h"
+
+DEFINE_int32(weft_socket_send_buffer_size, 0,
+             "SO_SNDBUF of every socket weft sets up; <= 0 keeps the system's");
+DEFINE_int32(weft_socket_recv_buffer_size, 0,
+             "SO_RCVBUF of every socket weft sets up; <= 0 keeps the system's");
+
+namespace weft {
+
+using net_internal::make_socket_id;
+using net_internal::make_vref;
+using net_internal::nref_of_vref;
+using net_internal::slot_of_id;
+using net_internal::socket_pool;
+using net_internal::version_of_id;
+using net_internal::version_of_vref;
+
+namespace {
+std::atomic<int64_t> g_live_sockets{0};
+}  // namespace
+
+void SocketDeleter::operator()(Socket* s) const { s->Dereference(); }
+
+Socket::Socket() : _epollout_butex(butex_create_checked<std::atomic<int>>()) {}
+
+// Never runs: pool objects live for the whole process.
+Socket::~Socket() { butex_destroy(_epollout_butex); }
+
+int64_t Socket::live_count() { return g_live_sockets.load(std::memory_order_relaxed); }
+
+int Socket::Create(const SocketOptions& options, SocketId* id) {
+  const uint32_t slot = socket_pool().alloc();
+  Socket* const m = slot == net_internal::SocketPool::kInvalid ? nullptr : socket_pool().at(slot);
+  if (m == nullptr || m->_epollout_butex == nullptr) {
+    if (m != nullptr) socket_pool().free(slot);
+    if (options.fd >= 0) close(options.fd);
+    *id = INVALID_SOCKET_ID;
+    errno = ENOMEM;
+    return -1;
+  }
+  // The slot is free: its version is even and its reference count is 0,
+  // except for a stale Address() that is about to undo its increment, which
+  // is why the reference below is added, not stored.
+  const uint32_t version = version_of_vref(m->_versioned_ref.load(std::memory_order_relaxed));
+  m->_this_id = make_socket_id(version, slot);
+  m->_remote_side = options.remote_side;
+  m->_local_side = EndPoint();
+  m->_user = options.user;
+  m->_on_edge_triggered_events = options.on_edge_triggered_events;
+  m->_app_connect = options.app_connect;
+  m->_keytable_pool = options.keytable_pool;
+  m->_connect_timeout_ms = options.connect_timeout_ms;
+  m->_nevent.store(0, std::memory_order_relaxed);
+  m->_error_code.store(0, std::memory_order_relaxed);
+  {
+    std::lock_guard<std::mutex> guard(m->_error_mu);
+    m->_error_text.clear();
+  }
+  m->_in_bytes.store(0, std::memory_order_relaxed);
+  m->_out_bytes.store(0, std::memory_order_relaxed);
+  const int64_t now_us = base::coarse_monotonic_ns() / 1000;
+  m->_last_read_us.store(now_us, std::memory_order_relaxed);
+  m->_last_write_us.store(now_us, std::memory_order_relaxed);
+  g_live_sockets.fetch_add(1, std::memory_order_relaxed);
+  // The reference Create holds until SetFailed. Release publishes the fields
+  // above to whoever addresses the new id (acquire in Address).
+  m->_versioned_ref.fetch_add(1, std::memory_order_release);
+  *id = m->_this_id;
+  // Only now may epoll report events for this id.
+  if (m->ResetFileDescriptor(options.fd) != 0) {
+    const int saved_errno = errno;
+    m->SetFailed(saved_errno, "fail to set up fd=%d: %s", options.fd, strerror(saved_errno));
+    // ResetFileDescriptor left _fd at -1, so recycling will not close it.
+    close(options.fd);
+    errno = saved_errno;
+    return -1;
+  }
+  return 0;
+}
+
+int Socket::ResetFileDescriptor(int fd) {
+  if (fd < 0) {
+    _fd.store(-1, std::memory_order_release);
+    return 0;
+  }
+  if (SetUpFileDescriptor(fd) != 0) {
+    const int saved_errno = errno;
+    // The caller keeps ownership of fd on failure.
+    _fd.store(-1, std::memory_order_release);
+    errno = saved_errno;
+    return -1;
+  }
+  return 0;
+}
+
+int Socket::SetUpFileDescriptor(int fd) {
+  // Stored before the fd enters epoll: the reading fiber reads it (acquire).
+  _fd.store(fd, std::memory_order_release);
+  _local_side = get_local_side(fd);
+  if (_remote_side.is_set() == false) _remote_side = get_remote_side(fd);
+  const int fd_flags = fcntl(fd, F_GETFD);
+  if (fd_flags < 0 || fcntl(fd, F_SETFD, fd_flags | FD_CLOEXEC) != 0) return -1;
+  const int fl_flags = fcntl(fd, F_GETFL);
+  if (fl_flags < 0 || fcntl(fd, F_SETFL, fl_flags | O_NONBLOCK) != 0) return -1;
+  // Fails harmlessly on non-TCP fds (unix sockets, pipes, listeners).
+  const int on = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+  if (FLAGS_weft_socket_send_buffer_size > 0) {
+    const int size = FLAGS_weft_socket_send_buffer_size;
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size)) != 0) {
+      WEFT_NET_WARN("fail to set SO_SNDBUF of fd=%d to %d: %s", fd, size, strerror(errno));
+    }
+  }
+  if (FLAGS_weft_socket_recv_buffer_size > 0) {
+    const int size = FLAGS_weft_socket_recv_buffer_size;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size)) != 0) {
+      WEFT_NET_WARN("fail to set SO_RCVBUF of fd=%d to %d: %s", fd, size, strerror(errno));
+    }
+  }
+  if (_on_edge_triggered_events != nullptr) {
+    if (GetGlobalEventDispatcher(fd).AddConsumer(id(), fd) != 0) {
+      return -1;
+    }
+  }
+  return 0;
+}
+
+int Socket::Address(SocketId id, SocketUniquePtr* ptr) {
+  Socket* const m = socket_pool().at(slot_of_id(id));
+  if (m == nullptr) return -1;
+  // Acquire pairs with the release in Create: a matching version means the
+  // fields were set up for this id.
+  const uint64_t vref1 = m->_versioned_ref.fetch_add(1, std::memory_order_acquire);
+  const uint32_t ver1 = version_of_vref(vref1);
+  if (ver1 == version_of_id(id)) {
+    ptr->reset(m);
+    return 0;
+  }
+  // Failed or recycled: undo. If ours was the last reference to a failed
+  // socket, recycling falls to us.
+  const uint64_t vref2 = m->_versioned_ref.fetch_sub(1, std::memory_order_acq_rel);
+  const uint32_t nref = nref_of_vref(vref2);
+  if (nref == 1) {
+    const uint32_t ver2 = version_of_vref(vref2);
+    if ((ver2 & 1) != 0 && (ver1 == ver2 || ver1 + 1 == ver2)) {
+      uint64_t expected = vref2 - 1;
+      if (m->_versioned_ref.compare_exchange_strong(expected, make_vref(ver2 + 1, 0),
+                                                    std::memory_order_acquire)) {
+        m->OnRecycle();
+      }
+    }
+  }
+  return -1;
+}
+
+int Socket::AddressFailedAsWell(SocketId id, SocketUniquePtr* ptr) {
+  Socket* const m = socket_pool().at(slot_of_id(id));
+  if (m == nullptr) return -1;
+  const uint64_t vref1 = m->_versioned_ref.fetch_add(1, std::memory_order_acquire);
+  const uint32_t ver1 = version_of_vref(vref1);
+  if (ver1 == version_of_id(id)) {
+    ptr->reset(m);
+    return 0;
+  }
+  if (ver1 == version_of_id(id) + 1) {
+    ptr->reset(m);
+    return 1;
+  }
+  const uint64_t vref2 = m->_versioned_ref.fetch_sub(1, std::memory_order_acq_rel);
+  if (nref_of_vref(vref2) == 1) {
+    const uint32_t ver2 = version_of_vref(vref2);
+    if ((ver2 & 1) != 0 && (ver1 == ver2 || ver1 + 1 == ver2)) {
+      uint64_t expected = vref2 - 1;
+      if (m->_versioned_ref.compare_exchange_strong(expected, make_vref(ver2 + 1, 0),
+                                                    std::memory_order_acquire)) {
+        m->OnRecycle();
+      }
+    }
+  }
+  return -1;
+}
+
+void Socket::ReAddress(SocketUniquePtr* ptr) {
+  // The caller holds a reference, so the socket cannot recycle meanwhile.
+  _versioned_ref.fetch_add(1, std::memory_order_relaxed);
+  ptr->reset(this);
+}
+
+int Socket::Dereference() {
+  // Read before dropping our reference: afterwards the slot may be reused.
+  const SocketId id = _this_id;
+  // Release: our writes to the socket happen before whoever recycles it.
+  const uint64_t vref = _versioned_ref.fetch_sub(1, std::memory_order_acq_rel);
+  const uint32_t nref = nref_of_vref(vref);
+  if (nref > 1) return 0;
+  if (nref == 1) {
+    const uint32_t ver = version_of_vref(vref);
+    const uint32_t id_ver = version_of_id(id);
+    if (ver == id_ver || ver == id_ver + 1) {
+      // Fails if someone addressed the socket in between; their release will
+      // see the count reach zero and recycle instead.
+      uint64_t expected = vref - 1;
+      if (_versioned_ref.compare_exchange_strong(expected, make_vref(id_ver + 2, 0),
+                                                 std::memory_order_acquire)) {
+        OnRecycle();
+        return 1;
+      }
+      return 0;
+    }
+    fprintf(stderr, "weft net: dereferenced SocketId %llu of another version\n",
+            static_cast<unsigned long long>(id));
+    abort();
+  }
+  fprintf(stderr, "weft net: SocketId %llu dereferenced more than referenced\n",
+          static_cast<unsigned long long>(id));
+  abort();
+}
+
+void Socket::OnRecycle() {
+  if (_app_connect) _app_connect->StopConnect(this);
+  _app_connect.reset();
+  const int prev_fd = _fd.exchange(-1, std::memory_order_relaxed);
+  if (prev_fd >= 0) {
+    if (_on_edge_triggered_events != nullptr) GetGlobalEventDispatcher(prev_fd).RemoveConsumer(prev_fd);
+    close(prev_fd);
+  }
+  _read_buf.clear();
+  _nevent.store(0, std::memory_order_relaxed);
+  _on_edge_triggered_events = nullptr;
+  _keytable_pool = nullptr;
+  // Every accepted write was either written or failed before the last
+  // reference went (KeepWrite and the writers hold references).
+  if (_write_head.load(std::memory_order_relaxed) != nullptr) {
+    fprintf(stderr, "weft net: socket recycled with queued writes\n");
+    abort();
+  }
+  _unwritten_bytes.store(0, std::memory_order_relaxed);
+  SocketUser* const user = _user;
+  _user = nullptr;
+  const uint32_t slot = slot_of_id(_this_id);
+  g_live_sockets.fetch_sub(1, std::memory_order_relaxed);
+  if (user != nullptr) user->BeforeRecycle(this);
+  socket_pool().free(slot);
+}
+
+int Socket::SetFailed(int error_code, const char* fmt, ...) {
+  if (error_code == 0) error_code = EFAILEDSOCKET;
+  const uint32_t id_ver = version_of_id(_this_id);
+  uint64_t vref = _versioned_ref.load(std::memory_order_relaxed);
+  for (;;) {
+    if (version_of_vref(vref) != id_ver) return -1;
+    // Only one caller moves the version from id_ver to id_ver + 1.
+    if (_versioned_ref.compare_exchange_strong(vref, make_vref(id_ver + 1, nref_of_vref(vref)),
+                                               std::memory_order_release,
+                                               std::memory_order_relaxed)) {
+      break;
+    }
+  }
+  if (fmt != nullptr) {
+    char text[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    std::lock_guard<std::mutex> guard(_error_mu);
+    _error_text = text;
+  }
+  _error_code.store(error_code, std::memory_order_release);
+  // Let the peer see the end now, not when the last reference goes: the fd
+  // number itself stays ours (no reuse) until recycling closes it. Writers
+  // still inside writev get EPIPE; the reading fiber reads EOF.
+  const int fd = _fd.load(std::memory_order_acquire);
+  if (fd >= 0) shutdown(fd, SHUT_RDWR);
+  // Wake KeepWrite (and anyone in WaitEpollOut): it re-checks and fails its
+  // queued requests. The increment makes a waiter that has read the old
+  // value but not yet slept return at once.
+  _epollout_butex->fetch_add(1, std::memory_order_release);
+  butex_wake_all(_epollout_butex);
+  // Drop the reference Create took.
+  Dereference();
+  return 0;
+}
+
+int Socket::SetFailed() { return SetFailed(EFAILEDSOCKET, nullptr); }
+
+int Socket::SetFailed(SocketId id) {
+  SocketUniquePtr ptr;
+  if (Address(id, &ptr) != 0) return -1;
+  return ptr->SetFailed();
+}
+
+bool Socket::Failed() const {
+  return version_of_vref(_versioned_ref.load(std::memory_order_relaxed)) !=
+         version_of_id(_this_id);
+}
+
+int Socket::non_zero_error_code() const {
+  const int ec = _error_code.load(std::memory_order_acquire);
+  return ec != 0 ? ec : EFAILEDSOCKET;
+}
+
+std::string Socket::error_text() const {
+  std::lock_guard<std::mutex> guard(_error_mu);
+  return _error_text;
+}
+
+std::string Socket::description() const {
+  std::string out = "Socket{id=" + std::to_string(_this_id) + " fd=" + std::to_string(fd());
+  if (_remote_side.is_set()) out += " remote=" + _remote_side.to_string();
+  out += "}";
+  return out;
+}
+
+int64_t Socket::last_active_us() const {
+  const int64_t r = _last_read_us.load(std::memory_order_relaxed);
+  const int64_t w = _last_write_us.load(std::memory_order_relaxed);
+  return r > w ? r : w;
+}
+
+// ---- input ----
+
+int Socket::StartInputEvent(SocketId id, uint32_t events, const bthread_attr_t& thread_attr) {
+  SocketUniquePtr s;
+  if (Address(id, &s) != 0) return -1;
+  if (s->_on_edge_triggered_events == nullptr) {
+    // Error events of an fd registered only for EPOLLOUT (connecting).
+    return 0;
+  }
+  if (s->fd() < 0) {
+    (void)events;
+    return -1;
+  }
+  // The events themselves are not passed on: the reading fiber learns
+  // everything (data, EOF, errors) from read(). acq_rel: the reading fiber's
+  // last MoreReadEvents (release) happens before we see 0 here, and our
+  // increment is visible to its CAS.
+  if (s->_nevent.fetch_add(1, std::memory_order_acq_rel) == 0) {
+    net_internal::net_metrics().neventthread << 1;
+    bthread_attr_t attr = thread_attr;
+    attr.keytable_pool = s->_keytable_pool;
+    // The reference moves to the fiber.
+    Socket* const p = s.release();
+    // Urgent: run the reader on this worker now, while the data is hot; the
+    // dispatcher fiber goes to the run queue for another worker to steal.
+    bthread_t tid;
+    if (bthread_start_urgent(&tid, &attr, ProcessEvent, p) != 0) {
+      WEFT_NET_WARN("fail to start a reading fiber; reading in the dispatcher");
+      ProcessEvent(p);
+    }
+  }
+  return 0;
+}
+
+void* Socket::ProcessEvent(void* arg) {
+  SocketUniquePtr s(static_cast<Socket*>(arg));
+  s->_on_edge_triggered_events(s.get());
+  return nullptr;
+}
+
+bool Socket::MoreReadEvents(int* progress) {
+  // Fails (true) when events arrived since *progress was read: the caller
+  // must read again. On success the count is 0 and the next event starts a
+  // new reading fiber. Release: our reads of the fd happen before that
+  // fiber's (acquire in StartInputEvent's fetch_add).
+  return !_nevent.compare_exchange_strong(*progress, 0, std::memory_order_release,
+                                          std::memory_order_acquire);
+}
+
+ssize_t Socket::DoRead(size_t size_hint) {
+  const ssize_t nr = _read_buf.append_from_file_descriptor(fd(), size_hint);
+  if (nr > 0) {
+    _in_bytes.fetch_add(nr, std::memory_order_relaxed);
+    _last_read_us.store(base::coarse_monotonic_ns() / 1000, std::memory_order_relaxed);
+  }
+  return nr;
+}
+
+int Socket::HandleEpollOut(SocketId id) {
+  SocketUniquePtr s;
+  // A socket may fail before its EPOLLOUT registration lands; it must still
+  // be handled (and its waiter woken), hence FailedAsWell.
+  if (AddressFailedAsWell(id, &s) < 0) return -1;
+  EpollOutRequest* const req = net_internal::as_epollout_request(s->user());
+  if (req != nullptr) return s->HandleEpollOutRequest(0, req);
+  s->_epollout_butex->fetch_add(1, std::memory_order_release);
+  butex_wake_except(s->_epollout_butex, 0);
+  return 0;
+}
+
+int Socket::WaitEpollOut(int fd, bool pollin, const timespec* abstime) {
+  if (fd < 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  // Read before registering: an event after this point bumps the word and
+  // the wait below returns at once.
+  const int expected = _epollout_butex->load(std::memory_order_acquire);
+  EventDispatcher& edisp = GetGlobalEventDispatcher(fd);
+  if (edisp.AddEpollOut(id(), fd, pollin) != 0) return -1;
+  int rc = butex_wait(_epollout_butex, expected, abstime);
+  const int saved_errno = errno;
+  if (rc < 0 && (saved_errno == EWOULDBLOCK || saved_errno == EINTR)) rc = 0;
+  // May fail when SetFailed already removed the fd: harmless.
+  edisp.RemoveEpollOut(id(), fd, pollin);
+  errno = saved_errno;
+  return rc;
+}
+
+}  // namespace weft

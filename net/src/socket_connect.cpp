@@ -1,0 +1,246 @@
+// Socket's connect path: a client socket (no fd, a remote_side) connects on
+// its first write.
+//
+// ConnectIfNot -> Connect starts a non-blocking connect and hands the fd to
+// a temporary socket whose user is an EpollOutRequest; the fd is watched for
+// EPOLLOUT and a timer covers the deadline. Whichever comes first, the event
+// (HandleEpollOut) or the timer (HandleEpollOutTimeout), wins SetFailed on
+// the temporary socket and alone runs KeepWriteIfConnected ->
+// CheckConnectedAndKeepWrite -> (app_connect) -> AfterAppConnected, which
+// either adopts the fd and starts KeepWrite for the queued requests, or fails
+// the socket and every queued request.
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <map>
+#include <mutex>
+
+#include <gflags/gflags.h>
+
+#include "base/time_util.h"
+#include "net_log.h"
+#include "socket_internal.h"
+#include "weft/errno.h"
+#include "weft/net/event_dispatcher.h"
+#include "weft/net/socket.h"
+
+DEFINE_int32(weft_connect_timeout_as_unreachable, 3,
+             "After this many consecutive connect timeouts to one address, the next timeout "
+             "is reported as ENETUNREACH");
+
+namespace weft {
+
+namespace {
+
+// Consecutive connect timeouts per remote address. Sockets do not outlive a
+// failed connect, so the count lives here, keyed by address; an entry goes
+// away when a connect succeeds or the count converts to ENETUNREACH.
+struct EndPointLess {
+  bool operator()(const EndPoint& a, const EndPoint& b) const {
+    if (a.addr_len() != b.addr_len()) return a.addr_len() < b.addr_len();
+    return memcmp(a.addr(), b.addr(), a.addr_len()) < 0;
+  }
+};
+std::mutex g_timeouts_mu;
+std::map<EndPoint, int, EndPointLess>& connect_timeouts() {
+  static auto* m = new std::map<EndPoint, int, EndPointLess>;
+  return *m;
+}
+
+// True when this timeout is the Nth consecutive one to `ep`.
+bool count_timeout_as_unreachable(const EndPoint& ep) {
+  std::lock_guard<std::mutex> guard(g_timeouts_mu);
+  int& n = connect_timeouts()[ep];
+  if (++n >= FLAGS_weft_connect_timeout_as_unreachable) {
+    connect_timeouts().erase(ep);
+    return true;
+  }
+  return false;
+}
+
+void reset_timeouts(const EndPoint& ep) {
+  std::lock_guard<std::mutex> guard(g_timeouts_mu);
+  connect_timeouts().erase(ep);
+}
+
+}  // namespace
+
+Socket::EpollOutRequest::~EpollOutRequest() {
+  // The fd is not ours here: on_epollout_event took it, or Connect closed it.
+  if (timer_id != 0) {
+    bthread_timer_del(timer_id);
+    timer_id = 0;
+  }
+}
+
+int Socket::ConnectIfNot(const timespec* abstime, WriteRequest* req) {
+  if (fd() >= 0) return 0;
+  if (!_remote_side.is_set()) {
+    // Neither connected nor connectable.
+    errno = ENOTCONN;
+    return -1;
+  }
+  // The connect path holds this reference (in req->socket) until
+  // KeepWrite or AfterAppConnected takes it.
+  SocketUniquePtr s;
+  ReAddress(&s);
+  req->socket = s.get();
+  timespec deadline;
+  if (abstime == nullptr && _connect_timeout_ms > 0) {
+    deadline = base::ns_to_timespec(base::realtime_ns() + _connect_timeout_ms * 1000000LL);
+    abstime = &deadline;
+  }
+  if (Connect(abstime, KeepWriteIfConnected, req) < 0) {
+    req->socket = nullptr;
+    return -1;
+  }
+  s.release();
+  return 1;
+}
+
+int Socket::Connect(const timespec* abstime, int (*on_connect)(int, int, void*), void* data) {
+  const int sockfd = socket(_remote_side.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (sockfd < 0) return -1;
+  if (::connect(sockfd, _remote_side.addr(), _remote_side.addr_len()) != 0 && errno != EINPROGRESS) {
+    const int saved_errno = errno;
+    close(sockfd);
+    errno = saved_errno;
+    return -1;
+  }
+  if (on_connect == nullptr) {
+    // Synchronous: wait here (the caller's fiber) for the outcome.
+    if (WaitEpollOut(sockfd, false, abstime) != 0 || CheckConnected(sockfd) != 0) {
+      const int saved_errno = errno;
+      close(sockfd);
+      errno = saved_errno;
+      return -1;
+    }
+    return sockfd;
+  }
+
+  EpollOutRequest* const req = new (std::nothrow) EpollOutRequest;
+  if (req == nullptr) {
+    close(sockfd);
+    errno = ENOMEM;
+    return -1;
+  }
+  req->fd = sockfd;
+  req->on_epollout_event = on_connect;
+  req->data = data;
+  SocketOptions options;
+  options.user = req;  // Deleted in its BeforeRecycle.
+  SocketId connect_id;
+  if (Socket::Create(options, &connect_id) != 0) {
+    const int saved_errno = errno;
+    if (connect_id == INVALID_SOCKET_ID) delete req;  // No socket took it.
+    close(sockfd);
+    errno = saved_errno;
+    return -1;
+  }
+  // Keeps the temporary socket (and req) alive for the rest of this call.
+  SocketUniquePtr s;
+  if (Socket::Address(connect_id, &s) != 0) {
+    close(sockfd);
+    errno = EFAILEDSOCKET;
+    return -1;
+  }
+  if (GetGlobalEventDispatcher(sockfd).AddEpollOut(connect_id, sockfd, false) != 0) {
+    const int saved_errno = errno;
+    // Not in epoll: nobody else will run on_connect, and the caller fails
+    // the requests when we return -1.
+    s->SetFailed(saved_errno, "fail to add fd=%d into epoll: %s", sockfd, strerror(saved_errno));
+    close(sockfd);
+    errno = saved_errno;
+    return -1;
+  }
+  // From here the event may already have fired and run on_connect; only the
+  // winner of SetFailed on the temporary socket runs it, so the timer is
+  // harmless (its Address fails) and any failure below goes through the
+  // same race instead of returning -1.
+  if (abstime != nullptr) {
+    const int rc = bthread_timer_add(&req->timer_id, *abstime, HandleEpollOutTimeout,
+                                     reinterpret_cast<void*>(connect_id));
+    if (rc != 0) s->HandleEpollOutRequest(rc, req);
+  }
+  return sockfd;
+}
+
+int Socket::CheckConnected(int sockfd) {
+  int err = 0;
+  socklen_t len = sizeof(err);
+  if (getsockopt(sockfd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return -1;
+  if (err != 0) {
+    errno = err;
+    return -1;
+  }
+  return 0;
+}
+
+int Socket::HandleEpollOutRequest(int error_code, EpollOutRequest* req) {
+  // Called on the temporary socket by the event and by the timer; the first
+  // SetFailed wins the right to run the callback. The caller holds a
+  // reference, so `req` (deleted when this socket recycles) stays valid.
+  if (SetFailed() != 0) return -1;
+  GetGlobalEventDispatcher(req->fd).RemoveEpollOut(id(), req->fd, false);
+  return req->on_epollout_event(req->fd, error_code, req->data);
+}
+
+void Socket::HandleEpollOutTimeout(void* arg) {
+  // Runs on the timer thread: the failure path calls users' id_wait
+  // handlers, which must not delay other timers, so move to a fiber.
+  // A lambda in a member function may call the private handler.
+  void* (*const run)(void*) = [](void* id_arg) -> void* {
+    SocketUniquePtr s;
+    if (Socket::Address(reinterpret_cast<SocketId>(id_arg), &s) != 0) return nullptr;  // Event won.
+    EpollOutRequest* const req = net_internal::as_epollout_request(s->user());
+    if (req != nullptr) s->HandleEpollOutRequest(ETIMEDOUT, req);
+    return nullptr;
+  };
+  bthread_t th;
+  if (bthread_start_background(&th, &BTHREAD_ATTR_NORMAL, run, arg) != 0) run(arg);
+}
+
+int Socket::KeepWriteIfConnected(int fd, int err, void* data) {
+  CheckConnectedAndKeepWrite(fd, err, data);
+  return 0;
+}
+
+void Socket::CheckConnectedAndKeepWrite(int fd, int err, void* data) {
+  WriteRequest* const req = static_cast<WriteRequest*>(data);
+  Socket* const s = req->socket;
+  if (err == 0 && s->CheckConnected(fd) == 0 && s->ResetFileDescriptor(fd) == 0) {
+    // The socket owns fd now.
+    if (s->_app_connect) {
+      s->_app_connect->StartConnect(s, AfterAppConnected, req);
+    } else {
+      AfterAppConnected(0, req);
+    }
+    return;
+  }
+  if (err == 0) err = errno != 0 ? errno : EFAILEDSOCKET;
+  close(fd);
+  AfterAppConnected(err, req);
+}
+
+void Socket::AfterAppConnected(int err, void* data) {
+  WriteRequest* const req = static_cast<WriteRequest*>(data);
+  if (err == 0) {
+    reset_timeouts(req->socket->_remote_side);
+    // KeepWrite takes req and the reference in req->socket.
+    bthread_t th;
+    if (bthread_start_background(&th, &BTHREAD_ATTR_NORMAL, KeepWrite, req) != 0) {
+      WEFT_NET_WARN("fail to start KeepWrite; writing in the connecting fiber");
+      KeepWrite(req);
+    }
+    return;
+  }
+  SocketUniquePtr s(req->socket);
+  req->socket = nullptr;
+  if (err == ETIMEDOUT && count_timeout_as_unreachable(s->_remote_side)) err = ENETUNREACH;
+  s->SetFailed(err, "fail to connect %s: %s", s->description().c_str(), strerror(err));
+  s->ReleaseAllFailedWriteRequests(req);
+}
+
+}  // namespace weft

@@ -1,0 +1,60 @@
+// Internal: the requests the write and connect paths pass around.
+#ifndef WEFT_NET_SOCKET_INTERNAL_H_
+#define WEFT_NET_SOCKET_INTERNAL_H_
+
+#include <stdint.h>
+
+#include "weft/bthread.h"
+#include "weft/net/iobuf.h"
+#include "weft/net/socket.h"
+
+namespace weft {
+
+// One accepted Write(). Requests form a singly linked list through `next`:
+// pushed newest-first by StartWrite (next points to the older request) and
+// re-linked oldest-first by the writer (IsWriteComplete) before writing.
+struct Socket::WriteRequest {
+  // `next` of a request pushed by StartWrite before the pusher stored its
+  // real successor: the writer spins until it changes (a window of a few
+  // instructions between the exchange and the store).
+  static WriteRequest* const UNCONNECTED;
+
+  IOBuf data;
+  // Written by the pusher (once, after the exchange) and then only by the
+  // single writer. Atomic because the writer reads it while the pusher may
+  // still be storing it (the UNCONNECTED window); relaxed loads suffice as
+  // the request's other fields were published by the exchange on _write_head
+  // (release) and read after the writer's acquire on _write_head.
+  std::atomic<WriteRequest*> next{nullptr};
+  bthread_id_t id_wait = INVALID_BTHREAD_ID;
+  // The socket, with one reference held for KeepWrite / the connect path.
+  Socket* socket = nullptr;
+  // Bytes counted into _unwritten_bytes for this request.
+  int64_t accounted = 0;
+
+  static WriteRequest* New();
+  static void Delete(WriteRequest* req);
+};
+
+// The user of a temporary socket that watches a connecting fd for EPOLLOUT.
+// Whoever fails that socket first (the EPOLLOUT event or the timeout timer)
+// runs on_epollout_event; recycling the socket deletes this request.
+struct Socket::EpollOutRequest : public SocketUser {
+  int fd = -1;
+  bthread_timer_t timer_id = 0;
+  int (*on_epollout_event)(int fd, int err, void* data) = nullptr;
+  void* data = nullptr;
+
+  ~EpollOutRequest() override;
+  void BeforeRecycle(Socket*) override { delete this; }
+};
+
+namespace net_internal {
+inline Socket::EpollOutRequest* as_epollout_request(SocketUser* user) {
+  return dynamic_cast<Socket::EpollOutRequest*>(user);
+}
+}  // namespace net_internal
+
+}  // namespace weft
+
+#endif  // WEFT_NET_SOCKET_INTERNAL_H_

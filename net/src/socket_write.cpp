@@ -1,0 +1,301 @@
+// Socket's write path: Write, StartWrite, KeepWrite, DoWrite,
+// IsWriteComplete and the release of failed requests.
+//
+// The list: _write_head points at the newest pushed request; each pushed
+// request's `next` points at the request pushed before it; the request that
+// found _write_head empty (the first) has next == nullptr and its pusher
+// owns the right to write. The writer keeps a private oldest-first list
+// [req .. tail] and, when it runs out, takes the newer requests with one CAS
+// in IsWriteComplete and reverses them onto its tail. _write_head returns to
+// nullptr only in IsWriteComplete, by the writer, when everything is written:
+// the next Write then becomes the writer again.
+#include <errno.h>
+#include <sched.h>
+#include <string.h>
+
+#include <gflags/gflags.h>
+
+#include "base/compiler.h"
+#include "base/time_util.h"
+#include "net_log.h"
+#include "net_metrics.h"
+#include "socket_internal.h"
+#include "weft/errno.h"
+#include "weft/net/socket.h"
+
+DEFINE_int64(weft_socket_max_unwritten_bytes, 64 * 1024 * 1024,
+             "Write() fails with EOVERCROWDED while a socket has more than this many bytes "
+             "accepted and not yet written");
+
+namespace weft {
+
+Socket::WriteRequest* const Socket::WriteRequest::UNCONNECTED =
+    reinterpret_cast<Socket::WriteRequest*>(static_cast<intptr_t>(-1));
+
+Socket::WriteRequest* Socket::WriteRequest::New() { return new (std::nothrow) WriteRequest; }
+
+void Socket::WriteRequest::Delete(WriteRequest* req) { delete req; }
+
+int Socket::SetError(bthread_id_t id_wait, int error_code) {
+  if (id_wait.value != 0) {
+    bthread_id_error(id_wait, error_code);
+    return 0;
+  }
+  errno = error_code;
+  return -1;
+}
+
+int Socket::Write(IOBuf* data, const WriteOptions* options) {
+  static const WriteOptions kDefaults;
+  const WriteOptions& opt = options != nullptr ? *options : kDefaults;
+  if (data == nullptr || data->empty()) return SetError(opt.id_wait, EINVAL);
+  if (Failed()) return SetError(opt.id_wait, non_zero_error_code());
+  if (!opt.ignore_eovercrowded &&
+      _unwritten_bytes.load(std::memory_order_relaxed) >= FLAGS_weft_socket_max_unwritten_bytes) {
+    return SetError(opt.id_wait, EOVERCROWDED);
+  }
+  WriteRequest* const req = WriteRequest::New();
+  if (req == nullptr) return SetError(opt.id_wait, ENOMEM);
+  req->data.swap(*data);
+  req->accounted = static_cast<int64_t>(req->data.size());
+  // Counted before the request is visible to the writer, whose subtraction
+  // must not come first.
+  _unwritten_bytes.fetch_add(req->accounted, std::memory_order_relaxed);
+  // The writer spins while next is UNCONNECTED (see StartWrite).
+  req->next.store(WriteRequest::UNCONNECTED, std::memory_order_relaxed);
+  req->id_wait = opt.id_wait;
+  req->socket = nullptr;
+  return StartWrite(req, opt);
+}
+
+int Socket::StartWrite(WriteRequest* req, const WriteOptions& opt) {
+  // Release publishes *req to the writer, whose acquire CAS on _write_head in
+  // IsWriteComplete reads this exchange or a later one (all exchanges form
+  // one release sequence).
+  WriteRequest* const prev_head = _write_head.exchange(req, std::memory_order_acq_rel);
+  if (prev_head != nullptr) {
+    // Someone holds the right to write: link behind their request and go.
+    // Until this store the writer sees UNCONNECTED and spins.
+    req->next.store(prev_head, std::memory_order_relaxed);
+    return 0;
+  }
+
+  // We are the writer, alone until _write_head goes back to nullptr.
+  req->next.store(nullptr, std::memory_order_relaxed);
+  int saved_errno = 0;
+  const int ret = ConnectIfNot(opt.abstime, req);
+  if (ret < 0) {
+    saved_errno = errno;
+    SetFailed(saved_errno, "fail to connect %s: %s", description().c_str(), strerror(saved_errno));
+    ReleaseAllFailedWriteRequests(req);
+    // With id_wait the error was reported there (once).
+    if (opt.id_wait.value != 0) return 0;
+    errno = saved_errno;
+    return -1;
+  }
+  if (ret == 1) {
+    // Connecting: KeepWriteIfConnected takes over `req` (and the list).
+    return 0;
+  }
+
+  if (!_app_connect) {
+    // Write once in the caller: most writes finish here, with no fiber.
+    const ssize_t nw = req->data.cut_into_file_descriptor(fd());
+    if (nw < 0) {
+      if (errno != EAGAIN) {
+        saved_errno = errno;
+        if (saved_errno != EPIPE) {
+          WEFT_NET_WARN("fail to write into %s: %s", description().c_str(), strerror(saved_errno));
+        }
+        SetFailed(saved_errno, "fail to write into %s: %s", description().c_str(),
+                  strerror(saved_errno));
+        ReleaseAllFailedWriteRequests(req);
+        if (opt.id_wait.value != 0) return 0;
+        errno = saved_errno;
+        return -1;
+      }
+    } else {
+      AddOutputBytes(nw);
+    }
+    if (IsWriteComplete(req, true, nullptr)) {
+      ReturnSuccessfulWriteRequest(req);
+      return 0;
+    }
+  }
+
+  // Not finished (or an app-level layer must write): continue in a fiber
+  // that holds its own reference.
+  SocketUniquePtr ptr_for_keep_write;
+  ReAddress(&ptr_for_keep_write);
+  req->socket = ptr_for_keep_write.release();
+  bthread_t th;
+  if (bthread_start_background(&th, &BTHREAD_ATTR_NORMAL, KeepWrite, req) != 0) {
+    WEFT_NET_WARN("fail to start KeepWrite; writing in the caller");
+    KeepWrite(req);
+  }
+  return 0;
+}
+
+void* Socket::KeepWrite(void* arg) {
+  net_internal::net_metrics().nkeepwrite << 1;
+  WriteRequest* req = static_cast<WriteRequest*>(arg);
+  SocketUniquePtr s(req->socket);
+  req->socket = nullptr;
+  // The last request of the private list, once known.
+  WriteRequest* cur_tail = nullptr;
+  for (;;) {
+    // The head may have been written completely by the caller.
+    WriteRequest* next = req->next.load(std::memory_order_relaxed);
+    if (next != nullptr && req->data.empty()) {
+      WriteRequest* const done = req;
+      req = next;
+      s->ReturnSuccessfulWriteRequest(done);
+    }
+    const ssize_t nw = s->DoWrite(req);
+    if (nw < 0) {
+      if (errno != EAGAIN) {
+        const int saved_errno = errno;
+        if (saved_errno != EPIPE) {
+          WEFT_NET_WARN("fail to keep-write into %s: %s", s->description().c_str(),
+                        strerror(saved_errno));
+        }
+        s->SetFailed(saved_errno, "fail to keep-write into %s: %s", s->description().c_str(),
+                     strerror(saved_errno));
+        break;
+      }
+    } else {
+      s->AddOutputBytes(nw);
+    }
+    // Return the requests that are now fully written, keeping the last one
+    // (it anchors the list for IsWriteComplete).
+    while ((next = req->next.load(std::memory_order_relaxed)) != nullptr && req->data.empty()) {
+      WriteRequest* const done = req;
+      req = next;
+      s->ReturnSuccessfulWriteRequest(done);
+    }
+    if (nw <= 0) {
+      // The fd is full. The timeout makes the loop come back regularly even
+      // if no EPOLLOUT arrives, so new requests are linked and counted.
+      net_internal::net_metrics().nwaitepollout << 1;
+      const bool pollin = s->_on_edge_triggered_events != nullptr;
+      const timespec duetime =
+          base::ns_to_timespec(base::realtime_ns() + WAIT_EPOLLOUT_TIMEOUT_MS * 1000000LL);
+      const int rc = s->WaitEpollOut(s->fd(), pollin, &duetime);
+      if (rc < 0 && errno != ETIMEDOUT) {
+        const int saved_errno = errno;
+        s->SetFailed(saved_errno, "fail to wait EPOLLOUT of %s: %s", s->description().c_str(),
+                     strerror(saved_errno));
+        break;
+      }
+      if (s->Failed()) break;
+    }
+    if (cur_tail == nullptr) {
+      cur_tail = req;
+      while ((next = cur_tail->next.load(std::memory_order_relaxed)) != nullptr) cur_tail = next;
+    }
+    if (s->IsWriteComplete(cur_tail, req == cur_tail, &cur_tail)) {
+      s->ReturnSuccessfulWriteRequest(req);
+      return nullptr;
+    }
+  }
+  // Failed: fail every request, including ones still being pushed, until
+  // _write_head is nullptr again (otherwise later writes would queue behind
+  // a writer that no longer exists).
+  s->ReleaseAllFailedWriteRequests(req);
+  return nullptr;
+}
+
+ssize_t Socket::DoWrite(WriteRequest* req) {
+  IOBuf* data_list[DATA_LIST_MAX];
+  size_t ndata = 0;
+  for (WriteRequest* p = req; p != nullptr && ndata < DATA_LIST_MAX;
+       p = p->next.load(std::memory_order_relaxed)) {
+    data_list[ndata++] = &p->data;
+  }
+  return IOBuf::cut_multiple_into_file_descriptor(fd(), data_list, ndata);
+}
+
+bool Socket::IsWriteComplete(WriteRequest* old_head, bool singular_node, WriteRequest** new_tail) {
+  // old_head is the newest request the writer knows (its tail).
+  WriteRequest* new_head = old_head;
+  WriteRequest* desired = nullptr;
+  bool return_when_no_more = true;
+  if (!old_head->data.empty() || !singular_node) {
+    // Not done: keep _write_head as is (non-null) if nothing new came.
+    desired = old_head;
+    return_when_no_more = false;
+  }
+  // Acquire pairs with the pushers' exchange (release): the new requests'
+  // fields are visible below.
+  if (_write_head.compare_exchange_strong(new_head, desired, std::memory_order_acq_rel,
+                                          std::memory_order_acquire)) {
+    if (new_tail != nullptr) *new_tail = old_head;
+    return return_when_no_more;
+  }
+  // New requests new_head -> ... -> old_head (newest first): reverse them
+  // so they follow old_head oldest first.
+  WriteRequest* tail = nullptr;
+  WriteRequest* p = new_head;
+  do {
+    WriteRequest* saved_next;
+    int spins = 0;
+    // The pusher is between its exchange and its store of next.
+    while ((saved_next = p->next.load(std::memory_order_relaxed)) == WriteRequest::UNCONNECTED) {
+      if (++spins < 64) {
+        base::cpu_relax();
+      } else {
+        sched_yield();
+      }
+    }
+    p->next.store(tail, std::memory_order_relaxed);
+    tail = p;
+    p = saved_next;
+  } while (p != old_head);
+  old_head->next.store(tail, std::memory_order_relaxed);
+  if (new_tail != nullptr) *new_tail = new_head;
+  return false;
+}
+
+void Socket::ReturnSuccessfulWriteRequest(WriteRequest* req) {
+  _unwritten_bytes.fetch_sub(req->accounted, std::memory_order_relaxed);
+  WriteRequest::Delete(req);
+}
+
+void Socket::ReturnFailedWriteRequest(WriteRequest* req, int error_code) {
+  // Reported before the bytes are uncounted: once unwritten_bytes() reads 0
+  // after a failure, every failed writer has been told.
+  if (req->id_wait.value != 0) bthread_id_error(req->id_wait, error_code);
+  _unwritten_bytes.fetch_sub(req->accounted, std::memory_order_relaxed);
+  WriteRequest::Delete(req);
+}
+
+Socket::WriteRequest* Socket::ReleaseWriteRequestsExceptLast(WriteRequest* req, int error_code) {
+  WriteRequest* next;
+  while ((next = req->next.load(std::memory_order_relaxed)) != nullptr) {
+    WriteRequest* const failed = req;
+    req = next;
+    ReturnFailedWriteRequest(failed, error_code);
+  }
+  return req;
+}
+
+void Socket::ReleaseAllFailedWriteRequests(WriteRequest* req) {
+  const int error_code = non_zero_error_code();
+  for (;;) {
+    req = ReleaseWriteRequestsExceptLast(req, error_code);
+    // Emptied so IsWriteComplete can hand _write_head back to nullptr.
+    req->data.clear();
+    if (IsWriteComplete(req, true, nullptr)) {
+      ReturnFailedWriteRequest(req, error_code);
+      return;
+    }
+  }
+}
+
+void Socket::AddOutputBytes(ssize_t n) {
+  if (n <= 0) return;
+  _out_bytes.fetch_add(n, std::memory_order_relaxed);
+  _last_write_us.store(base::coarse_monotonic_ns() / 1000, std::memory_order_relaxed);
+}
+
+}  // namespace weft
