@@ -20,11 +20,12 @@ struct Socket::WriteRequest {
   static WriteRequest* const UNCONNECTED;
 
   IOBuf data;
-  // Written by the pusher (once, after the exchange) and then only by the
-  // single writer. Atomic because the writer reads it while the pusher may
-  // still be storing it (the UNCONNECTED window); relaxed loads suffice as
-  // the request's other fields were published by the exchange on _write_head
-  // (release) and read after the writer's acquire on _write_head.
+  // Written by the pusher (once, after the exchange; release) and then only
+  // by the single writer. Atomic because the writer reads it while the
+  // pusher may still be storing it (the UNCONNECTED window); the writer's
+  // first load is acquire so the pusher's store happens before the writer
+  // frees the request. Other fields were published by the exchange on
+  // _write_head.
   std::atomic<WriteRequest*> next{nullptr};
   bthread_id_t id_wait = INVALID_BTHREAD_ID;
   // The socket, with one reference held for KeepWrite / the connect path.

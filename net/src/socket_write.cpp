@@ -75,8 +75,10 @@ int Socket::StartWrite(WriteRequest* req, const WriteOptions& opt) {
   WriteRequest* const prev_head = _write_head.exchange(req, std::memory_order_acq_rel);
   if (prev_head != nullptr) {
     // Someone holds the right to write: link behind their request and go.
-    // Until this store the writer sees UNCONNECTED and spins.
-    req->next.store(prev_head, std::memory_order_relaxed);
+    // Until this store the writer sees UNCONNECTED and spins. Release pairs
+    // with the writer's acquire load of `next`: our store happens before the
+    // writer frees this request.
+    req->next.store(prev_head, std::memory_order_release);
     return 0;
   }
 
@@ -240,7 +242,7 @@ bool Socket::IsWriteComplete(WriteRequest* old_head, bool singular_node, WriteRe
     WriteRequest* saved_next;
     int spins = 0;
     // The pusher is between its exchange and its store of next.
-    while ((saved_next = p->next.load(std::memory_order_relaxed)) == WriteRequest::UNCONNECTED) {
+    while ((saved_next = p->next.load(std::memory_order_acquire)) == WriteRequest::UNCONNECTED) {
       if (++spins < 64) {
         base::cpu_relax();
       } else {
