@@ -1,0 +1,254 @@
+// net_bench: messages per second through weft::Socket::Write on one loopback
+// TCP connection, beside a plain blocking writev loop on an identical
+// connection (the floor: one syscall per message) and a mutex-serialised
+// writev from several pthreads, all in one process so ratios come from one
+// run on one machine.
+//
+//   net_bench --benchmark_min_time=0.5
+//
+// Every benchmark measures wall time from the first write until a reader
+// thread on the peer end has received every byte, so bytes still queued in
+// weft count against it. Reported: msgs_per_s (and bytes_per_second).
+#include <benchmark/benchmark.h>
+#include <errno.h>
+#include <gflags/gflags.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "weft/bthread.h"
+#include "weft/errno.h"
+#include "weft/net/endpoint.h"
+#include "weft/net/iobuf.h"
+#include "weft/net/socket.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// A loopback connection whose server end is drained by a reader thread that
+// counts bytes; wait_for(n) blocks until n bytes have arrived in total.
+class Sink {
+ public:
+  Sink() {
+    const int lfd = weft::tcp_listen(weft::EndPoint::loopback(0), 4);
+    const weft::EndPoint ep = weft::get_local_side(lfd);
+    client_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (connect(client_, ep.addr(), ep.addr_len()) != 0) abort();
+    pollfd p{lfd, POLLIN, 0};
+    poll(&p, 1, 5000);
+    server_ = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+    close(lfd);
+    if (server_ < 0) abort();
+    reader_ = std::thread([this] { read_loop(); });
+  }
+  ~Sink() {
+    shutdown(server_, SHUT_RDWR);
+    reader_.join();
+    close(server_);
+  }
+  // The client end; whoever uses it owns it from now on.
+  int take_client() {
+    const int fd = client_;
+    client_ = -1;
+    return fd;
+  }
+  int64_t received() const { return received_.load(std::memory_order_acquire); }
+  void wait_for(int64_t total) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return received_.load(std::memory_order_acquire) >= total || eof_; });
+  }
+
+ private:
+  void read_loop() {
+    std::vector<char> buf(1 << 20);
+    for (;;) {
+      const ssize_t n = read(server_, buf.data(), buf.size());
+      if (n <= 0) {
+        if (n < 0 && errno == EINTR) continue;
+        std::lock_guard<std::mutex> lock(mu_);
+        eof_ = true;
+        cv_.notify_all();
+        return;
+      }
+      received_.fetch_add(n, std::memory_order_release);
+      std::lock_guard<std::mutex> lock(mu_);
+      cv_.notify_all();
+    }
+  }
+
+  int client_ = -1;
+  int server_ = -1;
+  std::atomic<int64_t> received_{0};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool eof_ = false;
+  std::thread reader_;
+};
+
+int64_t messages_for(size_t size) { return size <= 64 ? 400000 : 40000; }
+
+void report(benchmark::State& state, int64_t msgs, size_t size) {
+  state.SetItemsProcessed(msgs);
+  state.SetBytesProcessed(msgs * static_cast<int64_t>(size));
+  state.counters["msgs_per_s"] =
+      benchmark::Counter(static_cast<double>(msgs), benchmark::Counter::kIsRate);
+}
+
+// ---- weft::Socket::Write from N writer fibers ----
+
+struct WriterArg {
+  weft::Socket* socket;
+  const char* msg;
+  size_t size;
+  int64_t count;
+};
+
+void* write_messages(void* p) {
+  auto* a = static_cast<WriterArg*>(p);
+  for (int64_t i = 0; i < a->count; ++i) {
+    weft::IOBuf buf;
+    buf.append(a->msg, a->size);
+    while (a->socket->Write(&buf) != 0) {
+      if (errno != EOVERCROWDED) abort();
+      bthread_usleep(100);
+    }
+  }
+  return nullptr;
+}
+
+void BM_socket_write(benchmark::State& state) {
+  const size_t size = static_cast<size_t>(state.range(0));
+  const int writers = static_cast<int>(state.range(1));
+  Sink sink;
+  weft::SocketOptions opt;
+  opt.fd = sink.take_client();
+  weft::SocketId id;
+  if (weft::Socket::Create(opt, &id) != 0) abort();
+  weft::SocketUniquePtr s;
+  weft::Socket::Address(id, &s);
+  std::vector<char> msg(size, 'm');
+  const int64_t per_writer = messages_for(size) / writers;
+  const int64_t msgs = per_writer * writers;
+  int64_t expected = 0;
+  int64_t total_msgs = 0;
+  for (auto _ : state) {
+    expected += msgs * static_cast<int64_t>(size);
+    const auto start = Clock::now();
+    std::vector<WriterArg> args(writers, WriterArg{s.get(), msg.data(), size, per_writer});
+    std::vector<bthread_t> tids(writers);
+    for (int w = 0; w < writers; ++w) {
+      bthread_start_background(&tids[w], nullptr, write_messages, &args[w]);
+    }
+    for (bthread_t t : tids) bthread_join(t, nullptr);
+    sink.wait_for(expected);
+    state.SetIterationTime(std::chrono::duration<double>(Clock::now() - start).count());
+    total_msgs += msgs;
+  }
+  report(state, total_msgs, size);
+  s->SetFailed();
+}
+
+// ---- the floor: one blocking writev per message from one pthread ----
+
+void BM_plain_writev(benchmark::State& state) {
+  const size_t size = static_cast<size_t>(state.range(0));
+  Sink sink;
+  const int fd = sink.take_client();
+  std::vector<char> msg(size, 'm');
+  const int64_t msgs = messages_for(size);
+  int64_t expected = 0;
+  int64_t total_msgs = 0;
+  for (auto _ : state) {
+    expected += msgs * static_cast<int64_t>(size);
+    const auto start = Clock::now();
+    for (int64_t i = 0; i < msgs; ++i) {
+      iovec iov{msg.data(), size};
+      size_t done = 0;
+      while (done < size) {
+        iov.iov_base = msg.data() + done;
+        iov.iov_len = size - done;
+        const ssize_t n = writev(fd, &iov, 1);
+        if (n < 0) abort();
+        done += static_cast<size_t>(n);
+      }
+    }
+    sink.wait_for(expected);
+    state.SetIterationTime(std::chrono::duration<double>(Clock::now() - start).count());
+    total_msgs += msgs;
+  }
+  report(state, total_msgs, size);
+  close(fd);
+}
+
+// ---- N pthreads sharing the fd under a std::mutex, one writev each ----
+
+void BM_mutex_writev(benchmark::State& state) {
+  const size_t size = static_cast<size_t>(state.range(0));
+  const int writers = static_cast<int>(state.range(1));
+  Sink sink;
+  const int fd = sink.take_client();
+  std::vector<char> msg(size, 'm');
+  const int64_t per_writer = messages_for(size) / writers;
+  const int64_t msgs = per_writer * writers;
+  std::mutex mu;
+  int64_t expected = 0;
+  int64_t total_msgs = 0;
+  for (auto _ : state) {
+    expected += msgs * static_cast<int64_t>(size);
+    const auto start = Clock::now();
+    std::vector<std::thread> threads;
+    for (int w = 0; w < writers; ++w) {
+      threads.emplace_back([&] {
+        for (int64_t i = 0; i < per_writer; ++i) {
+          std::lock_guard<std::mutex> guard(mu);
+          size_t done = 0;
+          while (done < size) {
+            iovec iov{msg.data() + done, size - done};
+            const ssize_t n = writev(fd, &iov, 1);
+            if (n < 0) abort();
+            done += static_cast<size_t>(n);
+          }
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    sink.wait_for(expected);
+    state.SetIterationTime(std::chrono::duration<double>(Clock::now() - start).count());
+    total_msgs += msgs;
+  }
+  report(state, total_msgs, size);
+  close(fd);
+}
+
+BENCHMARK(BM_plain_writev)->ArgNames({"bytes"})->Arg(16)->Arg(4096)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_mutex_writev)
+    ->ArgNames({"bytes", "writers"})
+    ->Args({16, 8})
+    ->Args({4096, 8})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_socket_write)
+    ->ArgNames({"bytes", "writers"})
+    ->ArgsProduct({{16, 4096}, {1, 8, 64}})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
