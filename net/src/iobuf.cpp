@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -690,13 +691,28 @@ ssize_t IOBuf::append_from_file_descriptor(int fd, size_t max_count) {
   return nr;
 }
 
+namespace {
+// writev that never raises SIGPIPE: on sockets it is sendmsg with
+// MSG_NOSIGNAL (a write to a connection the peer reset then fails with
+// EPIPE instead of killing the process); on other fds (pipes, files) it
+// falls back to writev, whose SIGPIPE the application handles as usual.
+ssize_t write_iov(int fd, iovec* iov, size_t niov) {
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = niov;
+  const ssize_t nw = sendmsg(fd, &msg, MSG_NOSIGNAL);
+  if (nw >= 0 || errno != ENOTSOCK) return nw;
+  return writev(fd, iov, static_cast<int>(niov));
+}
+}  // namespace
+
 ssize_t IOBuf::cut_into_file_descriptor(int fd, size_t size_hint) {
   if (nbytes_ == 0) return 0;
   iovec iov[IOBUF_IOV_MAX];
   size_t niov = 0;
   size_t total = 0;
   add_refs_to_iov(*this, iov, &niov, &total, std::max<size_t>(size_hint, 1));
-  const ssize_t nw = writev(fd, iov, static_cast<int>(niov));
+  const ssize_t nw = write_iov(fd, iov, niov);
   if (nw > 0) pop_front(static_cast<size_t>(nw));
   return nw;
 }
@@ -712,7 +728,7 @@ ssize_t IOBuf::cut_multiple_into_file_descriptor(int fd, IOBuf* const* pieces, s
     if (!add_refs_to_iov(*pieces[i], iov, &niov, &total, size_hint)) break;
   }
   if (total == 0) return 0;
-  const ssize_t nw = writev(fd, iov, static_cast<int>(niov));
+  const ssize_t nw = write_iov(fd, iov, niov);
   if (nw <= 0) return nw;
   // What was written is a prefix of the pieces' concatenation.
   size_t left = static_cast<size_t>(nw);

@@ -1,6 +1,7 @@
 // Socket ids, references, failure and recycling; input events; the
 // dispatcher's stop/join; WaitEpollOut.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -66,6 +67,38 @@ TEST(SocketTest, AddressFailRecycle) {
   EXPECT_EQ(-1, Socket::Address(id, &gone));
   EXPECT_EQ(-1, Socket::AddressFailedAsWell(id, &gone));
   close(fds[1]);
+}
+
+// Writing to a connection whose peer is gone fails with EPIPE; it must not
+// raise SIGPIPE (whose default action would kill this test).
+TEST(SocketTest, WritingToAClosedPeerIsEpipeNotSigpipe) {
+  signal(SIGPIPE, SIG_DFL);
+  int fds[2];
+  ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM, 0, fds));
+  close(fds[1]);
+  IOBuf one;
+  one.append("x");
+  EXPECT_EQ(-1, one.cut_into_file_descriptor(fds[0]));
+  EXPECT_EQ(EPIPE, errno);
+  IOBuf a, b;
+  a.append("a");
+  b.append("b");
+  IOBuf* pieces[] = {&a, &b};
+  EXPECT_EQ(-1, IOBuf::cut_multiple_into_file_descriptor(fds[0], pieces, 2));
+  EXPECT_EQ(EPIPE, errno);
+  // Through a Socket: the write fails the socket and reports EPIPE.
+  SocketOptions opt;
+  opt.fd = fds[0];
+  SocketId id;
+  ASSERT_EQ(0, Socket::Create(opt, &id));
+  SocketUniquePtr s;
+  ASSERT_EQ(0, Socket::Address(id, &s));
+  IOBuf data;
+  data.append("hello");
+  EXPECT_EQ(-1, s->Write(&data));
+  EXPECT_EQ(EPIPE, errno);
+  EXPECT_TRUE(s->Failed());
+  EXPECT_EQ(EPIPE, s->non_zero_error_code());
 }
 
 TEST(SocketTest, SetFailedWinsOnceAmongRacers) {

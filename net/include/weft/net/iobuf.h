@@ -94,6 +94,8 @@ class IOBuf {
   // Reads at most max_count bytes from fd with one readv, appending them.
   // Returns bytes read, 0 at end of file, -1 with errno (EAGAIN included).
   ssize_t append_from_file_descriptor(int fd, size_t max_count);
+  // The cut_* calls write sockets with sendmsg(MSG_NOSIGNAL): a peer that
+  // went away gives EPIPE, never SIGPIPE. Other fds use writev.
   // Writes a prefix of at least min(size(), size_hint) bytes (as the
   // iovec limit allows) with one writev and pops what was written. Returns
   // bytes written or -1 with errno. 0 when empty.
