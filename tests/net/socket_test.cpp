@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <random>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "net_test_util.h"
 #include "weft/bthread.h"
 #include "weft/errno.h"
+#include "weft/metrics.h"
 #include "weft/net/event_dispatcher.h"
 #include "weft/net/socket.h"
 
@@ -237,6 +239,12 @@ TEST(SocketTest, AtMostOneReadingFiberAndNoByteMissed) {
   EXPECT_TRUE(test::wait_until([&] { return g_read.eof.load() == 1; }));
   EXPECT_EQ(1, g_read.max_concurrent.load());
   EXPECT_GT(net_internal::net_metrics().neventthread.value(), events0);
+  // The seed's counters are listed with the runtime's metrics.
+  std::ostringstream dump;
+  dump_metrics(dump);
+  for (const char* name : {"weft_nkeepwrite", "weft_nwaitepollout", "weft_neventthread"}) {
+    EXPECT_NE(std::string::npos, dump.str().find(name)) << name;
+  }
   EXPECT_TRUE(test::wait_until([&] { return Socket::live_count() == live0; }));
 }
 
