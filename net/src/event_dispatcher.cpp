@@ -89,8 +89,10 @@ void EventDispatcher::Run() {
       // readable. Level-triggered on the epoll fd, so events that arrive
       // between the poll above and the wait are not missed.
       if (bthread_fd_wait(_epfd, EPOLLIN) != 0 && errno != EINTR && errno != EAGAIN) {
-        fprintf(stderr, "weft net: waiting on epoll fd %d failed: %s\n", _epfd, strerror(errno));
-        break;
+        // A transient failure (the runtime's poller could not get an fd:
+        // EMFILE) must not end the dispatcher: poll again shortly.
+        WEFT_NET_WARN("waiting on epoll fd %d failed: %s; retrying", _epfd, strerror(errno));
+        bthread_usleep(1000);
       }
       continue;
     }

@@ -270,14 +270,14 @@ void Socket::OnRecycle() {
 int Socket::SetFailed(int error_code, const char* fmt, ...) {
   if (error_code == 0) error_code = EFAILEDSOCKET;
   const uint32_t id_ver = version_of_id(_this_id);
-  uint64_t vref = _versioned_ref.load(std::memory_order_relaxed);
-  for (;;) {
-    if (version_of_vref(vref) != id_ver) return -1;
-    // Only one caller moves the version from id_ver to id_ver + 1.
-    if (_versioned_ref.compare_exchange_strong(vref, make_vref(id_ver + 1, nref_of_vref(vref)),
-                                               std::memory_order_release,
-                                               std::memory_order_relaxed)) {
-      break;
+  // Claim the failure on _error_code first (one winner), so the code and
+  // text are in place before the version says "failed": the version CAS
+  // below is a release and Failed() an acquire, so whoever sees the socket
+  // failed reads its real error, never the EFAILEDSOCKET placeholder.
+  {
+    int expected = 0;
+    if (!_error_code.compare_exchange_strong(expected, error_code, std::memory_order_relaxed)) {
+      return -1;
     }
   }
   if (fmt != nullptr) {
@@ -289,7 +289,16 @@ int Socket::SetFailed(int error_code, const char* fmt, ...) {
     std::lock_guard<std::mutex> guard(_error_mu);
     _error_text = text;
   }
-  _error_code.store(error_code, std::memory_order_release);
+  uint64_t vref = _versioned_ref.load(std::memory_order_relaxed);
+  for (;;) {
+    if (version_of_vref(vref) != id_ver) return -1;
+    // Only one caller moves the version from id_ver to id_ver + 1.
+    if (_versioned_ref.compare_exchange_strong(vref, make_vref(id_ver + 1, nref_of_vref(vref)),
+                                               std::memory_order_release,
+                                               std::memory_order_relaxed)) {
+      break;
+    }
+  }
   // Let the peer see the end now, not when the last reference goes: the fd
   // number itself stays ours (no reuse) until recycling closes it. Writers
   // still inside writev get EPIPE; the reading fiber reads EOF.
@@ -314,7 +323,7 @@ int Socket::SetFailed(SocketId id) {
 }
 
 bool Socket::Failed() const {
-  return version_of_vref(_versioned_ref.load(std::memory_order_relaxed)) !=
+  return version_of_vref(_versioned_ref.load(std::memory_order_acquire)) !=
          version_of_id(_this_id);
 }
 

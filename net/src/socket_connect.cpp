@@ -36,25 +36,38 @@ namespace {
 
 // Consecutive connect timeouts per remote address. Sockets do not outlive a
 // failed connect, so the count lives here, keyed by address; an entry goes
-// away when a connect succeeds or the count converts to ENETUNREACH.
+// away when a connect succeeds or the count converts to ENETUNREACH. A
+// timeout long after the previous one starts a new run (the address may
+// have been reused by another server), and the table is bounded.
+constexpr int64_t kTimeoutRunGapNs = 60LL * 1000 * 1000 * 1000;
+constexpr size_t kMaxTrackedAddresses = 4096;
 struct EndPointLess {
   bool operator()(const EndPoint& a, const EndPoint& b) const {
     if (a.addr_len() != b.addr_len()) return a.addr_len() < b.addr_len();
     return memcmp(a.addr(), b.addr(), a.addr_len()) < 0;
   }
 };
+struct TimeoutRun {
+  int count = 0;
+  int64_t last_ns = 0;
+};
 std::mutex g_timeouts_mu;
-std::map<EndPoint, int, EndPointLess>& connect_timeouts() {
-  static auto* m = new std::map<EndPoint, int, EndPointLess>;
+std::map<EndPoint, TimeoutRun, EndPointLess>& connect_timeouts() {
+  static auto* m = new std::map<EndPoint, TimeoutRun, EndPointLess>;
   return *m;
 }
 
 // True when this timeout is the Nth consecutive one to `ep`.
 bool count_timeout_as_unreachable(const EndPoint& ep) {
+  const int64_t now = base::monotonic_ns();
   std::lock_guard<std::mutex> guard(g_timeouts_mu);
-  int& n = connect_timeouts()[ep];
-  if (++n >= FLAGS_weft_connect_timeout_as_unreachable) {
-    connect_timeouts().erase(ep);
+  auto& table = connect_timeouts();
+  if (table.size() >= kMaxTrackedAddresses && table.find(ep) == table.end()) table.clear();
+  TimeoutRun& run = table[ep];
+  if (run.count > 0 && now - run.last_ns > kTimeoutRunGapNs) run.count = 0;
+  run.last_ns = now;
+  if (++run.count >= FLAGS_weft_connect_timeout_as_unreachable) {
+    table.erase(ep);
     return true;
   }
   return false;

@@ -70,18 +70,31 @@ class Poller {
     static Poller* p = new Poller;  // leaked: polls until exit
     return *p;
   }
-  int epfd() const { return epfd_; }
-
- private:
-  Poller() : epfd_(epoll_create1(EPOLL_CLOEXEC)) {
-    std::thread([this] { run(); }).detach();
+  // The epoll fd is made on first use, and again on a later call after a
+  // failure (EMFILE): a process that ran out of fds at the wrong moment
+  // must not lose fd waits for good. -1 with errno while it cannot be made.
+  // The poller thread starts with the first valid fd.
+  int epfd() {
+    int fd = epfd_.load(std::memory_order_acquire);
+    if (fd >= 0) return fd;
+    std::lock_guard<std::mutex> guard(mu_);
+    fd = epfd_.load(std::memory_order_relaxed);
+    if (fd >= 0) return fd;
+    fd = epoll_create1(EPOLL_CLOEXEC);
+    if (fd < 0) return -1;
+    epfd_.store(fd, std::memory_order_release);
+    std::thread([this, fd] { run(fd); }).detach();
+    return fd;
   }
 
-  void run() {
+ private:
+  Poller() = default;
+
+  void run(int epfd) {
     prctl(PR_SET_NAME, "weft_fd_poller");
     epoll_event events[64];
     for (;;) {
-      const int n = epoll_wait(epfd_, events, 64, -1);
+      const int n = epoll_wait(epfd, events, 64, -1);
       for (int i = 0; i < n; ++i) {
         FdRecord* r = record_of(static_cast<int>(events[i].data.u64));
         if (r != nullptr) wake(r);
@@ -89,7 +102,8 @@ class Poller {
     }
   }
 
-  const int epfd_;
+  std::mutex mu_;
+  std::atomic<int> epfd_{-1};
 };
 
 int wait_in_pthread(int fd, unsigned events, const timespec* abstime) {
@@ -133,6 +147,7 @@ int wait_in_fiber(int fd, unsigned events, const timespec* abstime) {
   ev.events = events | EPOLLONESHOT;
   ev.data.u64 = static_cast<uint64_t>(fd);
   const int epfd = Poller::instance().epfd();
+  if (epfd < 0) return -1;
   if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
     if (errno != EEXIST || epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) != 0) return -1;
   }
