@@ -118,10 +118,11 @@ int Socket::ResetFileDescriptor(int fd) {
 }
 
 int Socket::SetUpFileDescriptor(int fd) {
-  // Stored before the fd enters epoll: the reading fiber reads it (acquire).
-  _fd.store(fd, std::memory_order_release);
   _local_side = get_local_side(fd);
   if (_remote_side.is_set() == false) _remote_side = get_remote_side(fd);
+  // Release: whoever sees fd() >= 0 (acquire) also sees the sides above.
+  // Stored before the fd enters epoll: the reading fiber reads it.
+  _fd.store(fd, std::memory_order_release);
   const int fd_flags = fcntl(fd, F_GETFD);
   if (fd_flags < 0 || fcntl(fd, F_SETFD, fd_flags | FD_CLOEXEC) != 0) return -1;
   const int fl_flags = fcntl(fd, F_GETFL);

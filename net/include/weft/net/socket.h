@@ -153,8 +153,8 @@ class Socket {
   SocketId id() const { return _this_id; }
   int fd() const { return _fd.load(std::memory_order_acquire); }
   const EndPoint& remote_side() const { return _remote_side; }
-  // Set when the fd is adopted (for client sockets: once connected); read
-  // it only after that.
+  // Set when the fd is adopted (for client sockets: once connected, i.e.
+  // once fd() >= 0, which publishes it).
   const EndPoint& local_side() const { return _local_side; }
   SocketUser* user() const { return _user; }
   // Bytes received and not yet cut by the reading callback. Only the
