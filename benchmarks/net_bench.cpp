@@ -2,7 +2,8 @@
 // TCP connection, beside a plain blocking writev loop on an identical
 // connection (the floor: one syscall per message) and a mutex-serialised
 // writev from several pthreads, all in one process so ratios come from one
-// run on one machine.
+// run on one machine. Every connection has TCP_NODELAY, as weft's sockets
+// do, except the plain loop's Nagle variant (nodelay:0).
 //
 //   net_bench --benchmark_min_time=0.5
 //
@@ -12,6 +13,8 @@
 #include <benchmark/benchmark.h>
 #include <errno.h>
 #include <gflags/gflags.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -39,11 +42,15 @@ using Clock = std::chrono::steady_clock;
 // counts bytes; wait_for(n) blocks until n bytes have arrived in total.
 class Sink {
  public:
-  Sink() {
+  explicit Sink(bool nodelay = true) {
     const int lfd = weft::tcp_listen(weft::EndPoint::loopback(0), 4);
     const weft::EndPoint ep = weft::get_local_side(lfd);
     client_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (connect(client_, ep.addr(), ep.addr_len()) != 0) abort();
+    // As weft sets on its sockets: every baseline sends with Nagle off too,
+    // or the kernel would coalesce the plain loop's small writes for it.
+    const int on = nodelay ? 1 : 0;
+    setsockopt(client_, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
     pollfd p{lfd, POLLIN, 0};
     poll(&p, 1, 5000);
     server_ = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
@@ -159,10 +166,12 @@ void BM_socket_write(benchmark::State& state) {
 }
 
 // ---- the floor: one blocking writev per message from one pthread ----
+// range(1) == 1: TCP_NODELAY as weft's sockets; 0: Nagle on (the kernel then
+// coalesces small writes, a batching the NODELAY connections do not get).
 
 void BM_plain_writev(benchmark::State& state) {
   const size_t size = static_cast<size_t>(state.range(0));
-  Sink sink;
+  Sink sink(state.range(1) != 0);
   const int fd = sink.take_client();
   std::vector<char> msg(size, 'm');
   const int64_t msgs = messages_for(size);
@@ -230,7 +239,11 @@ void BM_mutex_writev(benchmark::State& state) {
   close(fd);
 }
 
-BENCHMARK(BM_plain_writev)->ArgNames({"bytes"})->Arg(16)->Arg(4096)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_plain_writev)
+    ->ArgNames({"bytes", "nodelay"})
+    ->ArgsProduct({{16, 4096}, {1, 0}})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_mutex_writev)
     ->ArgNames({"bytes", "writers"})
     ->Args({16, 8})
