@@ -47,6 +47,9 @@ int Acceptor::StartAccept(int listened_fd, int idle_timeout_sec) {
     return -1;
   }
   _status = RUNNING;
+  // Until cleared below, StopAccept waits: the listener's id and the idle
+  // closer are not known yet.
+  _starting = true;
   _listener_recycled = false;
   _idle_timeout_sec = idle_timeout_sec;
   bthread_mutex_unlock(&_map_mutex);
@@ -60,30 +63,32 @@ int Acceptor::StartAccept(int listened_fd, int idle_timeout_sec) {
     const int saved_errno = errno;
     bthread_mutex_lock(&_map_mutex);
     _status = STOPPED;
+    _starting = false;
     // Without a socket nobody will report the listener's recycling.
     if (id == INVALID_SOCKET_ID) _listener_recycled = true;
+    bthread_cond_broadcast(&_empty_cond);
     bthread_mutex_unlock(&_map_mutex);
     errno = saved_errno;
     return -1;
   }
+  bthread_t idle_tid = 0;
+  if (idle_timeout_sec > 0 &&
+      bthread_start_background(&idle_tid, &BTHREAD_ATTR_NORMAL, CloseIdleConnections, this) != 0) {
+    idle_tid = 0;
+    WEFT_NET_WARN("fail to start the idle-connection closer; idle connections stay open");
+  }
   bthread_mutex_lock(&_map_mutex);
   _acception_id = id;
+  _close_idle_tid = idle_tid;
+  _starting = false;
+  bthread_cond_broadcast(&_empty_cond);
   bthread_mutex_unlock(&_map_mutex);
-  if (idle_timeout_sec > 0) {
-    bthread_t tid;
-    if (bthread_start_background(&tid, &BTHREAD_ATTR_NORMAL, CloseIdleConnections, this) == 0) {
-      bthread_mutex_lock(&_map_mutex);
-      _close_idle_tid = tid;
-      bthread_mutex_unlock(&_map_mutex);
-    } else {
-      WEFT_NET_WARN("fail to start the idle-connection closer; idle connections stay open");
-    }
-  }
   return 0;
 }
 
 void Acceptor::StopAccept() {
   bthread_mutex_lock(&_map_mutex);
+  while (_starting) bthread_cond_wait(&_empty_cond, &_map_mutex);
   if (_status != RUNNING) {
     bthread_mutex_unlock(&_map_mutex);
     return;

@@ -55,6 +55,10 @@ int64_t Socket::live_count() { return g_live_sockets.load(std::memory_order_rela
 int Socket::Create(const SocketOptions& options, SocketId* id) {
   const uint32_t slot = socket_pool().alloc();
   Socket* const m = slot == net_internal::SocketPool::kInvalid ? nullptr : socket_pool().at(slot);
+  if (m != nullptr && m->_epollout_butex == nullptr) {
+    // The pool built this slot when butex_create failed: try again.
+    m->_epollout_butex = butex_create_checked<std::atomic<int>>();
+  }
   if (m == nullptr || m->_epollout_butex == nullptr) {
     if (m != nullptr) socket_pool().free(slot);
     if (options.fd >= 0) close(options.fd);
@@ -74,6 +78,7 @@ int Socket::Create(const SocketOptions& options, SocketId* id) {
   m->_app_connect = options.app_connect;
   m->_keytable_pool = options.keytable_pool;
   m->_connect_timeout_ms = options.connect_timeout_ms;
+  m->_connect_id.store(INVALID_SOCKET_ID, std::memory_order_relaxed);
   m->_nevent.store(0, std::memory_order_relaxed);
   m->_error_code.store(0, std::memory_order_relaxed);
   {
@@ -161,21 +166,24 @@ int Socket::Address(SocketId id, SocketUniquePtr* ptr) {
     ptr->reset(m);
     return 0;
   }
-  // Failed or recycled: undo. If ours was the last reference to a failed
-  // socket, recycling falls to us.
-  const uint64_t vref2 = m->_versioned_ref.fetch_sub(1, std::memory_order_acq_rel);
-  const uint32_t nref = nref_of_vref(vref2);
-  if (nref == 1) {
-    const uint32_t ver2 = version_of_vref(vref2);
-    if ((ver2 & 1) != 0 && (ver1 == ver2 || ver1 + 1 == ver2)) {
-      uint64_t expected = vref2 - 1;
-      if (m->_versioned_ref.compare_exchange_strong(expected, make_vref(ver2 + 1, 0),
-                                                    std::memory_order_acquire)) {
-        m->OnRecycle();
-      }
+  m->UndoAddress(ver1);
+  return -1;
+}
+
+void Socket::UndoAddress(uint32_t ver1) {
+  // The slot's version did not match: drop the reference we added. If it
+  // was the last reference to a failed socket (odd version, the one we saw
+  // or the one right after it), recycling falls to us.
+  const uint64_t vref2 = _versioned_ref.fetch_sub(1, std::memory_order_acq_rel);
+  if (nref_of_vref(vref2) != 1) return;
+  const uint32_t ver2 = version_of_vref(vref2);
+  if ((ver2 & 1) != 0 && (ver1 == ver2 || ver1 + 1 == ver2)) {
+    uint64_t expected = vref2 - 1;
+    if (_versioned_ref.compare_exchange_strong(expected, make_vref(ver2 + 1, 0),
+                                               std::memory_order_acquire)) {
+      OnRecycle();
     }
   }
-  return -1;
 }
 
 int Socket::AddressFailedAsWell(SocketId id, SocketUniquePtr* ptr) {
@@ -191,17 +199,7 @@ int Socket::AddressFailedAsWell(SocketId id, SocketUniquePtr* ptr) {
     ptr->reset(m);
     return 1;
   }
-  const uint64_t vref2 = m->_versioned_ref.fetch_sub(1, std::memory_order_acq_rel);
-  if (nref_of_vref(vref2) == 1) {
-    const uint32_t ver2 = version_of_vref(vref2);
-    if ((ver2 & 1) != 0 && (ver1 == ver2 || ver1 + 1 == ver2)) {
-      uint64_t expected = vref2 - 1;
-      if (m->_versioned_ref.compare_exchange_strong(expected, make_vref(ver2 + 1, 0),
-                                                    std::memory_order_acquire)) {
-        m->OnRecycle();
-      }
-    }
-  }
+  m->UndoAddress(ver1);
   return -1;
 }
 
@@ -305,6 +303,18 @@ int Socket::SetFailed(int error_code, const char* fmt, ...) {
   // still inside writev get EPIPE; the reading fiber reads EOF.
   const int fd = _fd.load(std::memory_order_acquire);
   if (fd >= 0) shutdown(fd, SHUT_RDWR);
+  // A connect in flight (ConnectIfNot) is cancelled now rather than when it
+  // completes or times out: failing its temporary socket runs the connect
+  // callback with ECANCELED, which fails every queued request with this
+  // socket's error. A no-op once the connect finished.
+  const SocketId connect_id = _connect_id.exchange(INVALID_SOCKET_ID, std::memory_order_acq_rel);
+  if (connect_id != INVALID_SOCKET_ID) {
+    SocketUniquePtr temp;
+    if (Address(connect_id, &temp) == 0) {
+      EpollOutRequest* const req = net_internal::as_epollout_request(temp->user());
+      if (req != nullptr) temp->HandleEpollOutRequest(ECANCELED, req);
+    }
+  }
   // Wake KeepWrite (and anyone in WaitEpollOut): it re-checks and fails its
   // queued requests. The increment makes a waiter that has read the old
   // value but not yet slept return at once.
@@ -434,7 +444,8 @@ int Socket::WaitEpollOut(int fd, bool pollin, const timespec* abstime) {
   int rc = butex_wait(_epollout_butex, expected, abstime);
   const int saved_errno = errno;
   if (rc < 0 && (saved_errno == EWOULDBLOCK || saved_errno == EINTR)) rc = 0;
-  // May fail when SetFailed already removed the fd: harmless.
+  // May fail (the fd left epoll with its consumer at recycling, or the
+  // registration was replaced): harmless.
   edisp.RemoveEpollOut(id(), fd, pollin);
   errno = saved_errno;
   return rc;

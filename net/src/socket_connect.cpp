@@ -90,6 +90,12 @@ Socket::EpollOutRequest::~EpollOutRequest() {
 
 int Socket::ConnectIfNot(const timespec* abstime, WriteRequest* req) {
   if (fd() >= 0) return 0;
+  // A writer can win the list just after a failed connect released it; a
+  // failed socket must not connect again (it would adopt a new fd).
+  if (Failed()) {
+    errno = non_zero_error_code();
+    return -1;
+  }
   if (!_remote_side.is_set()) {
     // Neither connected nor connectable.
     errno = ENOTCONN;
@@ -159,6 +165,7 @@ int Socket::Connect(const timespec* abstime, int (*on_connect)(int, int, void*),
     errno = EFAILEDSOCKET;
     return -1;
   }
+
   if (GetGlobalEventDispatcher(sockfd).AddEpollOut(connect_id, sockfd, false) != 0) {
     const int saved_errno = errno;
     // Not in epoll: nobody else will run on_connect, and the caller fails
@@ -177,6 +184,13 @@ int Socket::Connect(const timespec* abstime, int (*on_connect)(int, int, void*),
                                      reinterpret_cast<void*>(connect_id));
     if (rc != 0) s->HandleEpollOutRequest(rc, req);
   }
+  // From here SetFailed on this socket cancels the connect (published only
+  // now: a cancel closes sockfd, which must not happen before it is in
+  // epoll). A SetFailed that came earlier found nothing to cancel, so check
+  // again; the cancel, the event and the timer still race on the temporary
+  // socket's SetFailed and only one runs on_connect.
+  _connect_id.store(connect_id, std::memory_order_release);
+  if (Failed()) s->HandleEpollOutRequest(ECANCELED, req);
   return sockfd;
 }
 
@@ -223,8 +237,14 @@ int Socket::KeepWriteIfConnected(int fd, int err, void* data) {
 void Socket::CheckConnectedAndKeepWrite(int fd, int err, void* data) {
   WriteRequest* const req = static_cast<WriteRequest*>(data);
   Socket* const s = req->socket;
+  // Failed while connecting (SetFailed also cancels the connect, but may
+  // lose the race with the event that brought us here): do not adopt fd.
+  if (err == 0 && s->Failed()) err = s->non_zero_error_code();
   if (err == 0 && s->CheckConnected(fd) == 0 && s->ResetFileDescriptor(fd) == 0) {
-    // The socket owns fd now.
+    // The socket owns fd now. A SetFailed between the check above and the
+    // adoption saw no fd to shut down: do it here, so KeepWrite's writes
+    // fail (EPIPE) and it reports the queued requests.
+    if (s->Failed()) shutdown(fd, SHUT_RDWR);
     if (s->_app_connect) {
       s->_app_connect->StartConnect(s, AfterAppConnected, req);
     } else {

@@ -267,7 +267,7 @@ void Socket::ReturnFailedWriteRequest(WriteRequest* req, int error_code) {
   // Reported before the bytes are uncounted: once unwritten_bytes() reads 0
   // after a failure, every failed writer has been told.
   if (req->id_wait.value != 0) bthread_id_error(req->id_wait, error_code);
-  _unwritten_bytes.fetch_sub(req->accounted, std::memory_order_relaxed);
+  _unwritten_bytes.fetch_sub(req->accounted, std::memory_order_release);
   WriteRequest::Delete(req);
 }
 

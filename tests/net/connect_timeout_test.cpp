@@ -209,4 +209,35 @@ TEST_F(ConnectTimeoutTest, SuccessfulConnectResetsTheTimeoutCount) {
   EXPECT_TRUE(LiveCountBackTo(baseline));
 }
 
+// SetFailed while the connect hangs cancels it at once: the queued write
+// hears the socket's error, nothing stays counted, and when the listener
+// later makes room the failed socket neither adopts a connection nor sends.
+TEST_F(ConnectTimeoutTest, SetFailedCancelsAPendingConnect) {
+  FullBacklogListener listener;
+  if (!listener.full()) GTEST_SKIP() << listener.why_not();
+  const int64_t baseline = Socket::live_count();
+  const SocketId id = NewClient(listener.ep(), /*connect_timeout_ms=*/0);
+  SocketUniquePtr s;
+  ASSERT_EQ(0, Socket::Address(id, &s));
+  IdWatch* const w = IdWatch::New(true);
+  IOBuf data = Buf("must-not-arrive");
+  Socket::WriteOptions wo;
+  wo.id_wait = w->id;
+  ASSERT_EQ(0, s->Write(&data, &wo));
+  bthread_usleep(100 * 1000);
+  EXPECT_EQ(0, w->calls.load()) << "the connect should still be pending";
+  ASSERT_EQ(0, s->SetFailed(ECANCELED, "cancelled by the test"));
+  ASSERT_TRUE(w->WaitCalls(1, milliseconds(2000 * kTimeScale)))
+      << "the queued write was not told within 2 s of SetFailed";
+  EXPECT_EQ(ECANCELED, w->first_code.load());
+  delete w;
+  EXPECT_EQ(0, s->unwritten_bytes());
+  // Room in the queue: a connection still in SYN_SENT would now complete.
+  ASSERT_TRUE(listener.AcceptOne());
+  bthread_usleep(300 * 1000);
+  EXPECT_EQ(-1, s->fd()) << "a failed socket adopted a connection";
+  s.reset();
+  EXPECT_TRUE(LiveCountBackTo(baseline));
+}
+
 }  // namespace

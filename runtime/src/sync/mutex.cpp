@@ -84,10 +84,14 @@ int bthread_mutex_timedlock(bthread_mutex_t* mutex, const struct timespec* absti
 }
 
 int bthread_mutex_unlock(bthread_mutex_t* mutex) {
+  // Both pointers are read before the exchange: once the word is 0 the next
+  // owner may unlock, destroy and free `mutex` before we wake. The butex
+  // itself is type-stable, so a late wake on it is harmless.
   std::atomic<int>* word = atomic_at(mutex->butex);
+  auto* const butex = butex_at(mutex->butex);
   // Release pairs with the acquiring CAS/exchange of the next owner.
   if (word->exchange(0, std::memory_order_release) == 2) {
-    weft::wait::butex_wake_some(butex_at(mutex->butex), 1, 0);
+    weft::wait::butex_wake_some(butex, 1, 0);
   }
   return 0;
 }

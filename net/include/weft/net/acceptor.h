@@ -69,9 +69,12 @@ class Acceptor : public SocketUser {
   // Guards everything below. A fiber-aware mutex: held briefly by
   // accepting fibers and recycling threads.
   mutable bthread_mutex_t _map_mutex;
-  // Signalled when the listening socket recycles or the map empties.
+  // Signalled when the listening socket recycles, the map empties or a
+  // start completes.
   bthread_cond_t _empty_cond;
   Status _status = UNINITIALIZED;
+  // StartAccept is between setting RUNNING and recording the listener.
+  bool _starting = false;
   SocketId _acception_id = INVALID_SOCKET_ID;
   bool _listener_recycled = true;
   ListenerUser _listener_user;

@@ -163,7 +163,9 @@ class Socket {
   bthread_keytable_pool_t* keytable_pool() const { return _keytable_pool; }
   std::string description() const;
 
-  int64_t unwritten_bytes() const { return _unwritten_bytes.load(std::memory_order_relaxed); }
+  // Acquire pairs with the release in ReturnFailedWriteRequest: after a
+  // failure, reading 0 means every failed writer has been told.
+  int64_t unwritten_bytes() const { return _unwritten_bytes.load(std::memory_order_acquire); }
   int64_t in_bytes() const { return _in_bytes.load(std::memory_order_relaxed); }
   int64_t out_bytes() const { return _out_bytes.load(std::memory_order_relaxed); }
   // CLOCK_MONOTONIC microseconds of the last read / write that moved bytes.
@@ -184,6 +186,9 @@ class Socket {
 
   // Drops one reference; recycles the socket when it was the last one.
   int Dereference();
+  // Drops the reference an Address call added to a slot whose version
+  // (ver1, read by that call) did not match; may recycle.
+  void UndoAddress(uint32_t ver1);
   // Closes the fd, resets fields, tells the user and frees the slot.
   void OnRecycle();
   // Adopts fd (non-blocking, close-on-exec, TCP_NODELAY, buffer sizes,
@@ -239,6 +244,10 @@ class Socket {
   std::atomic<int64_t> _unwritten_bytes{0};
   // Bumped and woken by HandleEpollOut and SetFailed; KeepWrite waits on it.
   std::atomic<int>* _epollout_butex = nullptr;
+
+  // The temporary socket of a connect in flight (INVALID_SOCKET_ID if
+  // none): SetFailed fails it to cancel the connect.
+  std::atomic<SocketId> _connect_id{INVALID_SOCKET_ID};
 
   std::atomic<int> _error_code{0};
   mutable std::mutex _error_mu;
