@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "../runtime/test_util.h"
+#include "net_test_util.h"
 
 namespace {
 
@@ -40,64 +41,14 @@ using weft::IOBuf;
 using weft::Socket;
 using weft::SocketUniquePtr;
 using weft::test::wait_until;
+using weft::test::kLong;
+using weft::test::kTimeScale;
+using weft::test::now_ms;
+using weft::test::Watchdog;
+using weft::test::EchoOnMessages;
 
-#if defined(WEFT_TSAN) || defined(WEFT_ASAN)
-constexpr int kTimeScale = 3;
-#else
-constexpr int kTimeScale = 1;
-#endif
-const milliseconds kLong(20000 * kTimeScale);
 
-class Watchdog {
- public:
-  Watchdog(const char* what, milliseconds limit)
-      : thread_([this, what, limit] {
-          std::unique_lock<std::mutex> lock(mu_);
-          if (!cv_.wait_for(lock, limit, [this] { return done_; })) {
-            fprintf(stderr, "WATCHDOG: %s did not finish within %lld ms\n", what,
-                    static_cast<long long>(limit.count()));
-            abort();
-          }
-        }) {}
-  ~Watchdog() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      done_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
 
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::thread thread_;
-};
-
-void EchoOnMessages(Socket* s) {
-  int progress = Socket::PROGRESS_INIT;
-  do {
-    for (;;) {
-      const ssize_t n = s->DoRead(64 * 1024);
-      if (n > 0) continue;
-      if (n == 0) {
-        s->SetFailed(EEOF, "%s closed", s->description().c_str());
-        return;
-      }
-      if (errno == EAGAIN) break;
-      if (errno == EINTR) continue;
-      const int err = errno;
-      s->SetFailed(err, "read: %s", strerror(err));
-      return;
-    }
-    if (!s->read_buf().empty()) {
-      IOBuf out;
-      out.swap(s->read_buf());
-      s->Write(&out);
-    }
-  } while (s->MoreReadEvents(&progress));
-}
 
 bool Echo(int fd, const std::string& msg) {
   if (send(fd, msg.data(), msg.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(msg.size())) {

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "../runtime/test_util.h"
+#include "net_test_util.h"
 
 namespace {
 
@@ -42,75 +43,15 @@ using weft::IOBuf;
 using weft::Socket;
 using weft::SocketUniquePtr;
 using weft::test::wait_until;
+using weft::test::kLong;
+using weft::test::kTimeScale;
+using weft::test::now_ms;
+using weft::test::Watchdog;
+using weft::test::EchoOnMessages;
 
-#if defined(WEFT_TSAN) || defined(WEFT_ASAN)
-constexpr int kTimeScale = 3;
-#else
-constexpr int kTimeScale = 1;
-#endif
-const milliseconds kLong(20000 * kTimeScale);
 
-int64_t now_ms() {
-  return std::chrono::duration_cast<milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
-// Aborts the process if not disarmed in time: a hang in the code under test
-// (StopAccept waiting for a connection that never recycles) must fail
-// loudly, not stall the suite.
-class Watchdog {
- public:
-  Watchdog(const char* what, milliseconds limit)
-      : thread_([this, what, limit] {
-          std::unique_lock<std::mutex> lock(mu_);
-          if (!cv_.wait_for(lock, limit, [this] { return done_; })) {
-            fprintf(stderr, "WATCHDOG: %s did not finish within %lld ms\n", what,
-                    static_cast<long long>(limit.count()));
-            abort();
-          }
-        }) {}
-  ~Watchdog() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      done_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
 
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::thread thread_;
-};
-
-// The server: echoes whatever arrives. Reads until EAGAIN, fails the socket
-// on EOF or a read error, and reads again while more events arrived.
-void EchoOnMessages(Socket* s) {
-  int progress = Socket::PROGRESS_INIT;
-  do {
-    for (;;) {
-      const ssize_t n = s->DoRead(64 * 1024);
-      if (n > 0) continue;
-      if (n == 0) {
-        s->SetFailed(EEOF, "%s closed", s->description().c_str());
-        return;
-      }
-      if (errno == EAGAIN) break;
-      if (errno == EINTR) continue;
-      const int err = errno;
-      s->SetFailed(err, "read from %s: %s", s->description().c_str(), strerror(err));
-      return;
-    }
-    if (!s->read_buf().empty()) {
-      IOBuf out;
-      out.swap(s->read_buf());
-      s->Write(&out);  // Fails only when the socket failed.
-    }
-  } while (s->MoreReadEvents(&progress));
-}
 
 // ---- plain blocking clients ----
 

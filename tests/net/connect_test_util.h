@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "../runtime/test_util.h"
+#include "net_test_util.h"
 
 DECLARE_int32(weft_connect_timeout_as_unreachable);
 
@@ -43,21 +44,12 @@ using weft::SocketId;
 using weft::SocketOptions;
 using weft::SocketUniquePtr;
 using weft::test::wait_until;
+using weft::test::kLong;
+using weft::test::kTimeScale;
+using weft::test::now_ms;
+using weft::test::Watchdog;
 
-// Deadlines stretch under sanitizers (they slow everything 5-20x); loop
-// counts shrink with kScale instead.
-#if defined(WEFT_TSAN) || defined(WEFT_ASAN)
-constexpr int kTimeScale = 3;
-#else
-constexpr int kTimeScale = 1;
-#endif
-const milliseconds kLong(20000 * kTimeScale);
 
-inline int64_t now_ms() {
-  return std::chrono::duration_cast<milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 // wait_until for fibers: sleeps the fiber, not its worker (bthread_usleep
 // is usleep in a pthread, so it works anywhere).
@@ -70,34 +62,6 @@ inline bool FiberWaitUntil(const std::function<bool()>& cond, milliseconds limit
   return true;
 }
 
-// Aborts the process if not disarmed in time: a hang in the code under test
-// (a join, a blocked accept) must fail loudly, not stall the suite.
-class Watchdog {
- public:
-  Watchdog(const char* what, milliseconds limit)
-      : thread_([this, what, limit] {
-          std::unique_lock<std::mutex> lock(mu_);
-          if (!cv_.wait_for(lock, limit, [this] { return done_; })) {
-            fprintf(stderr, "WATCHDOG: %s did not finish within %lld ms\n", what,
-                    static_cast<long long>(limit.count()));
-            abort();
-          }
-        }) {}
-  ~Watchdog() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      done_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::thread thread_;
-};
 
 // A bthread id that hears write errors. One-shot ids (as a caller waiting
 // for one RPC uses them) record the code and destroy themselves; counting

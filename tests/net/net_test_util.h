@@ -10,13 +10,70 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <atomic>
-#include <string>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "base/compiler.h"
 #include "weft/bthread.h"
+#include "weft/errno.h"
 #include "weft/net/endpoint.h"
+#include "weft/net/iobuf.h"
+#include "weft/net/socket.h"
 
 namespace weft::test {
+
+// Deadlines stretch under sanitizers (they slow everything 5-20x); loop
+// counts shrink with kScale instead.
+#if defined(WEFT_TSAN) || defined(WEFT_ASAN)
+constexpr int kTimeScale = 3;
+#else
+constexpr int kTimeScale = 1;
+#endif
+inline const std::chrono::milliseconds kLong(20000 * kTimeScale);
+
+inline int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Aborts the process if not disarmed in time: a hang in the code under test
+// (a join, StopAccept waiting for a connection that never recycles) must
+// fail loudly, not stall the suite.
+class Watchdog {
+ public:
+  Watchdog(const char* what, std::chrono::milliseconds limit)
+      : thread_([this, what, limit] {
+          std::unique_lock<std::mutex> lock(mu_);
+          if (!cv_.wait_for(lock, limit, [this] { return done_; })) {
+            fprintf(stderr, "WATCHDOG: %s did not finish within %lld ms\n", what,
+                    static_cast<long long>(limit.count()));
+            abort();
+          }
+        }) {}
+  ~Watchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
 
 // A connected loopback TCP pair, both ends blocking. False on failure.
 inline bool make_tcp_pair(int* client, int* server) {
@@ -64,6 +121,33 @@ inline std::string read_until(int fd, size_t want, int timeout_ms) {
     out.append(buf, static_cast<size_t>(n));
   }
   return out;
+}
+
+// A server callback that echoes whatever arrives: reads until EAGAIN, fails
+// the socket on EOF or a read error, and reads again while more events
+// arrived.
+inline void EchoOnMessages(Socket* s) {
+  int progress = Socket::PROGRESS_INIT;
+  do {
+    for (;;) {
+      const ssize_t n = s->DoRead(64 * 1024);
+      if (n > 0) continue;
+      if (n == 0) {
+        s->SetFailed(EEOF, "%s closed", s->description().c_str());
+        return;
+      }
+      if (errno == EAGAIN) break;
+      if (errno == EINTR) continue;
+      const int err = errno;
+      s->SetFailed(err, "read from %s: %s", s->description().c_str(), strerror(err));
+      return;
+    }
+    if (!s->read_buf().empty()) {
+      IOBuf out;
+      out.swap(s->read_buf());
+      s->Write(&out);  // Fails only when the socket failed.
+    }
+  } while (s->MoreReadEvents(&progress));
 }
 
 // Collects the error codes raised on bthread ids it creates.
