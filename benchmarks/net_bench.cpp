@@ -29,7 +29,9 @@
 #include <vector>
 
 #include "weft/bthread.h"
+#include "weft/butex.h"
 #include "weft/errno.h"
+#include "weft/net/acceptor.h"
 #include "weft/net/endpoint.h"
 #include "weft/net/iobuf.h"
 #include "weft/net/socket.h"
@@ -255,6 +257,155 @@ BENCHMARK(BM_socket_write)
     ->ArgsProduct({{16, 4096}, {1, 8, 64}})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
+
+// ---- round trip: 16-byte ping-pong through an echo server ----
+// weft: an Acceptor echoes; a client Socket's reading fiber counts reply
+// bytes into a butex that the pinging fiber waits on. Baseline: two
+// pthreads with blocking sockets. Reported: us per round trip.
+
+void echo_back(weft::Socket* s) {
+  int progress = weft::Socket::PROGRESS_INIT;
+  for (;;) {
+    const ssize_t n = s->DoRead(64 * 1024);
+    if (n > 0) {
+      weft::IOBuf out;
+      out.swap(s->read_buf());
+      s->Write(&out);
+    } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+      s->SetFailed(EEOF, "closed");
+      return;
+    } else if (errno == EAGAIN && !s->MoreReadEvents(&progress)) {
+      return;
+    }
+  }
+}
+
+std::atomic<int>* g_reply_bytes = nullptr;  // a butex
+
+void count_replies(weft::Socket* s) {
+  int progress = weft::Socket::PROGRESS_INIT;
+  for (;;) {
+    const ssize_t n = s->DoRead(64 * 1024);
+    if (n > 0) {
+      s->read_buf().clear();
+      g_reply_bytes->fetch_add(static_cast<int>(n), std::memory_order_release);
+      weft::butex_wake(g_reply_bytes);
+    } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+      s->SetFailed(EEOF, "closed");
+      return;
+    } else if (errno == EAGAIN && !s->MoreReadEvents(&progress)) {
+      return;
+    }
+  }
+}
+
+constexpr int kPingBytes = 16;
+
+struct PingArg {
+  weft::Socket* socket;
+  int64_t rounds;
+};
+
+void* ping_rounds(void* p) {
+  auto* a = static_cast<PingArg*>(p);
+  char msg[kPingBytes];
+  memset(msg, 'p', sizeof(msg));
+  for (int64_t i = 0; i < a->rounds; ++i) {
+    const int expected = g_reply_bytes->load(std::memory_order_acquire) + kPingBytes;
+    weft::IOBuf buf;
+    buf.append(msg, sizeof(msg));
+    if (a->socket->Write(&buf) != 0) abort();
+    int seen;
+    while ((seen = g_reply_bytes->load(std::memory_order_acquire)) < expected) {
+      weft::butex_wait(g_reply_bytes, seen, nullptr);
+    }
+  }
+  return nullptr;
+}
+
+void BM_socket_echo_rtt(benchmark::State& state) {
+  if (g_reply_bytes == nullptr) g_reply_bytes = weft::butex_create_checked<std::atomic<int>>();
+  g_reply_bytes->store(0);
+  weft::Acceptor acceptor(echo_back);
+  const int lfd = weft::tcp_listen(weft::EndPoint::loopback(0));
+  const weft::EndPoint ep = weft::get_local_side(lfd);
+  if (acceptor.StartAccept(lfd, 0) != 0) abort();
+  weft::SocketOptions opt;
+  opt.remote_side = ep;
+  opt.on_edge_triggered_events = count_replies;
+  weft::SocketId id;
+  if (weft::Socket::Create(opt, &id) != 0) abort();
+  weft::SocketUniquePtr s;
+  weft::Socket::Address(id, &s);
+  PingArg warm{s.get(), 100};
+  bthread_t tid;
+  bthread_start_background(&tid, nullptr, ping_rounds, &warm);  // connects
+  bthread_join(tid, nullptr);
+  const int64_t rounds = 20000;
+  int64_t total = 0;
+  for (auto _ : state) {
+    PingArg arg{s.get(), rounds};
+    const auto start = Clock::now();
+    bthread_start_background(&tid, nullptr, ping_rounds, &arg);
+    bthread_join(tid, nullptr);
+    state.SetIterationTime(std::chrono::duration<double>(Clock::now() - start).count());
+    total += rounds;
+  }
+  state.counters["rtt_us"] = benchmark::Counter(
+      static_cast<double>(total) * 1e-6, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  s->SetFailed();
+  s.reset();
+  acceptor.StopAccept();
+}
+
+void BM_plain_echo_rtt(benchmark::State& state) {
+  const int lfd = weft::tcp_listen(weft::EndPoint::loopback(0));
+  const weft::EndPoint ep = weft::get_local_side(lfd);
+  const int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (connect(c, ep.addr(), ep.addr_len()) != 0) abort();
+  pollfd p{lfd, POLLIN, 0};
+  poll(&p, 1, 5000);
+  const int srv = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+  close(lfd);
+  const int on = 1;
+  setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+  setsockopt(srv, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+  std::thread server([srv] {
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = read(srv, buf, sizeof(buf));
+      if (n <= 0 || write(srv, buf, static_cast<size_t>(n)) != n) return;
+    }
+  });
+  char msg[kPingBytes];
+  memset(msg, 'p', sizeof(msg));
+  const int64_t rounds = 20000;
+  int64_t total = 0;
+  for (auto _ : state) {
+    const auto start = Clock::now();
+    for (int64_t i = 0; i < rounds; ++i) {
+      if (write(c, msg, sizeof(msg)) != kPingBytes) abort();
+      size_t got = 0;
+      char in[kPingBytes];
+      while (got < sizeof(in)) {
+        const ssize_t n = read(c, in + got, sizeof(in) - got);
+        if (n <= 0) abort();
+        got += static_cast<size_t>(n);
+      }
+    }
+    state.SetIterationTime(std::chrono::duration<double>(Clock::now() - start).count());
+    total += rounds;
+  }
+  state.counters["rtt_us"] = benchmark::Counter(
+      static_cast<double>(total) * 1e-6, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  shutdown(c, SHUT_RDWR);
+  server.join();
+  close(c);
+  close(srv);
+}
+
+BENCHMARK(BM_plain_echo_rtt)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_socket_echo_rtt)->UseManualTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

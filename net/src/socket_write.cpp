@@ -45,11 +45,13 @@ int Socket::SetError(bthread_id_t id_wait, int error_code) {
   return -1;
 }
 
+int Socket::ConductError(bthread_id_t id_wait) { return SetError(id_wait, non_zero_error_code()); }
+
 int Socket::Write(IOBuf* data, const WriteOptions* options) {
   static const WriteOptions kDefaults;
   const WriteOptions& opt = options != nullptr ? *options : kDefaults;
   if (data == nullptr || data->empty()) return SetError(opt.id_wait, EINVAL);
-  if (Failed()) return SetError(opt.id_wait, non_zero_error_code());
+  if (Failed()) return ConductError(opt.id_wait);
   if (!opt.ignore_eovercrowded &&
       _unwritten_bytes.load(std::memory_order_relaxed) >= FLAGS_weft_socket_max_unwritten_bytes) {
     return SetError(opt.id_wait, EOVERCROWDED);

@@ -208,7 +208,10 @@ class Socket {
   WriteRequest* ReleaseWriteRequestsExceptLast(WriteRequest* req, int error_code);
   void ReleaseAllFailedWriteRequests(WriteRequest* req);
   void AddOutputBytes(ssize_t n);
+  // Reports error_code to id_wait (returns 0) or through errno (-1).
   static int SetError(bthread_id_t id_wait, int error_code);
+  // SetError with this (failed) socket's error.
+  int ConductError(bthread_id_t id_wait);
 
   // Connect path (socket_connect.cpp).
   int ConnectIfNot(const timespec* abstime, WriteRequest* req);
