@@ -3,10 +3,12 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -340,6 +342,45 @@ TEST(EventDispatcherTest, StopAndJoinWithLiveSockets) {
   }
   for (int fd : peers) close(fd);
   EXPECT_TRUE(test::wait_until([&] { return Socket::live_count() == live0; }));
+}
+
+// An idle process with a registered socket burns no CPU: the dispatcher
+// parks its fiber (not its worker) on the epoll fd.
+TEST(EventDispatcherTest, IdleDispatcherUsesNoCpu) {
+  int fds[2];
+  ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM, 0, fds));
+  SocketOptions opt;
+  opt.fd = fds[0];
+  opt.on_edge_triggered_events = [](Socket* s) {
+    int progress = Socket::PROGRESS_INIT;
+    for (;;) {
+      const ssize_t n = s->DoRead(4096);
+      if (n > 0) {
+        s->read_buf().clear();
+      } else if (n < 0 && errno == EAGAIN) {
+        if (!s->MoreReadEvents(&progress)) return;
+      } else if (n == 0 || errno != EINTR) {
+        s->SetFailed();
+        return;
+      }
+    }
+  };
+  SocketId id;
+  ASSERT_EQ(0, Socket::Create(opt, &id));
+  ASSERT_EQ(1, write(fds[1], "x", 1));  // one event, then quiet
+  usleep(200 * 1000);  // let workers finish their search and park
+  rusage before, after;
+  getrusage(RUSAGE_SELF, &before);
+  const auto t0 = std::chrono::steady_clock::now();
+  usleep(500 * 1000);
+  getrusage(RUSAGE_SELF, &after);
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto secs = [](const timeval& tv) { return tv.tv_sec + tv.tv_usec / 1e6; };
+  const double cpu = secs(after.ru_utime) - secs(before.ru_utime) + secs(after.ru_stime) -
+                     secs(before.ru_stime);
+  EXPECT_LT(cpu, 0.1 * wall) << "idle process used " << cpu << " s of CPU in " << wall << " s";
+  Socket::SetFailed(id);
+  close(fds[1]);
 }
 
 }  // namespace
