@@ -32,6 +32,9 @@ struct Socket::WriteRequest {
   Socket* socket = nullptr;
   // Bytes counted into _unwritten_bytes for this request.
   int64_t accounted = 0;
+  // Link in a free list of the request pool (socket_write.cpp); unused
+  // while the request is live.
+  WriteRequest* pool_next = nullptr;
 
   static WriteRequest* New();
   static void Delete(WriteRequest* req);
