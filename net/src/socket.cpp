@@ -85,6 +85,12 @@ int Socket::Create(const SocketOptions& options, SocketId* id) {
     std::lock_guard<std::mutex> guard(m->_error_mu);
     m->_error_text.clear();
   }
+  m->_avg_msg_size = 0;
+  m->_last_msg_size = 0;
+  m->_preferred_index = -1;
+  m->_verified = false;
+  m->_ninprocess.store(1, std::memory_order_relaxed);
+  m->_eof_seen.store(false, std::memory_order_relaxed);
   m->_in_bytes.store(0, std::memory_order_relaxed);
   m->_out_bytes.store(0, std::memory_order_relaxed);
   const int64_t now_us = base::coarse_monotonic_ns() / 1000;
@@ -417,6 +423,17 @@ ssize_t Socket::DoRead(size_t size_hint) {
     _last_read_us.store(base::coarse_monotonic_ns() / 1000, std::memory_order_relaxed);
   }
   return nr;
+}
+
+void Socket::CheckEOF() {
+  // acq_rel: the last message's effects happen before the failure.
+  if (_ninprocess.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    SetFailed(EEOF, "%s was closed by the peer", description().c_str());
+  }
+}
+
+void Socket::SetEOF() {
+  if (!_eof_seen.exchange(true, std::memory_order_acq_rel)) CheckEOF();
 }
 
 int Socket::HandleEpollOut(SocketId id) {

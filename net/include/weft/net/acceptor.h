@@ -4,8 +4,11 @@
 // OnNewConnections: it accepts until EAGAIN, and again while more events
 // arrived meanwhile. Each connection becomes a Socket whose user is the
 // Acceptor and whose reading callback is the one the Acceptor was built
-// with; the Acceptor keeps their ids (the socket map), closes connections
-// idle longer than idle_timeout_sec, and StopAccept fails them all.
+// with: by default InputMessenger::OnNewMessages, which cuts and runs
+// messages with the protocols added by AddHandler (an Acceptor is an
+// InputMessenger). The Acceptor keeps the connections' ids (the socket
+// map), closes connections idle longer than idle_timeout_sec, and
+// StopAccept fails them all.
 #ifndef WEFT_NET_ACCEPTOR_H_
 #define WEFT_NET_ACCEPTOR_H_
 
@@ -15,16 +18,18 @@
 #include <vector>
 
 #include "weft/bthread.h"
+#include "weft/net/input_messenger.h"
 #include "weft/net/socket.h"
 
 namespace weft {
 
-class Acceptor : public SocketUser {
+class Acceptor : public InputMessenger {
  public:
   // on_new_messages runs (in a fiber, one at a time per connection) when a
-  // connection is readable; `arg` is for it (see arg()).
-  explicit Acceptor(void (*on_new_messages)(Socket*), void* arg = nullptr,
-                    bthread_keytable_pool_t* keytable_pool = nullptr);
+  // connection is readable; `arg` is for it (see arg()). The default runs
+  // the protocols added with AddHandler.
+  explicit Acceptor(void (*on_new_messages)(Socket*) = InputMessenger::OnNewMessages,
+                    void* arg = nullptr, bthread_keytable_pool_t* keytable_pool = nullptr);
   // Stops accepting and waits for every connection to recycle.
   ~Acceptor() override;
 

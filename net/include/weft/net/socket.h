@@ -183,6 +183,13 @@ class Socket {
  private:
   friend struct SocketDeleter;
   friend class EventDispatcher;
+  friend class InputMessenger;
+
+  // EOF handling of InputMessenger: the connection fails (EEOF) only once
+  // the peer closed (SetEOF) and every message cut from it has run.
+  void PostponeEOF() { _ninprocess.fetch_add(1, std::memory_order_relaxed); }
+  void CheckEOF();
+  void SetEOF();
 
   // Drops one reference; recycles the socket when it was the last one.
   int Dereference();
@@ -255,6 +262,16 @@ class Socket {
   std::atomic<int> _error_code{0};
   mutable std::mutex _error_mu;
   std::string _error_text;  // guarded by _error_mu
+
+  // InputMessenger's per-connection state; only the reading fiber (one at
+  // a time) touches the plain fields.
+  size_t _avg_msg_size = 0;
+  size_t _last_msg_size = 0;
+  int _preferred_index = -1;
+  bool _verified = false;
+  // Messages in flight + 1 until EOF was seen (see PostponeEOF).
+  std::atomic<int> _ninprocess{1};
+  std::atomic<bool> _eof_seen{false};
 
   std::atomic<int64_t> _in_bytes{0};
   std::atomic<int64_t> _out_bytes{0};
