@@ -145,36 +145,43 @@ class FdShortage {
   std::string why_not_;
 };
 
+// Starts `a` on a fresh loopback listener (*ep: its address) and warms it
+// up: one full round trip, so whatever the runtime and the net layer open
+// lazily (dispatchers, timer, fd waiters) exists before fds run out; then
+// lets the dispatcher go idle: its first park (bthread_fd_wait) creates the
+// runtime's fd poller, which needs an fd. Running out of fds before that is
+// a different failure, covered by FirstIdleParkWhileOutOfFds.
+void StartWarmedUp(Acceptor* a, EndPoint* ep) {
+  const int lfd = weft::tcp_listen(EndPoint::loopback(0), 128);
+  ASSERT_GE(lfd, 0) << strerror(errno);
+  *ep = EndPoint::loopback(weft::get_local_side(lfd).port());
+  ASSERT_EQ(0, a->StartAccept(lfd, 0));
+  const int fd = NewClientSocket();
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(0, connect(fd, ep->addr(), ep->addr_len()));
+  EXPECT_TRUE(Echo(fd, "warm-up"));
+  close(fd);
+  ASSERT_TRUE(wait_until([&] { return a->ConnectionCount() == 0; }, kLong));
+  std::this_thread::sleep_for(milliseconds(200));
+}
+
+// n client sockets, made before the fds run out and connected after.
+void MakeClients(int n, std::vector<int>* clients) {
+  for (int i = 0; i < n; ++i) {
+    const int fd = NewClientSocket();
+    ASSERT_GE(fd, 0);
+    clients->push_back(fd);
+  }
+}
+
 TEST(AcceptEmfileTest, OutOfFdsNeitherSpinsNorLosesTheListener) {
   const int64_t baseline = Socket::live_count();
   Acceptor a(EchoOnMessages);
-  const int lfd = weft::tcp_listen(EndPoint::loopback(0), 128);
-  ASSERT_GE(lfd, 0) << strerror(errno);
-  const EndPoint ep = EndPoint::loopback(weft::get_local_side(lfd).port());
-  ASSERT_EQ(0, a.StartAccept(lfd, 0));
-
-  // Warm up: one full round trip, so whatever the runtime and the net layer
-  // open lazily (dispatchers, timer, fd waiters) exists before fds run out.
-  {
-    const int fd = NewClientSocket();
-    ASSERT_GE(fd, 0);
-    ASSERT_EQ(0, connect(fd, ep.addr(), ep.addr_len()));
-    EXPECT_TRUE(Echo(fd, "warm-up"));
-    close(fd);
-    ASSERT_TRUE(wait_until([&] { return a.ConnectionCount() == 0; }, kLong));
-  }
-  // And let the dispatcher go idle: its first park (bthread_fd_wait) creates
-  // the runtime's fd poller, which needs an fd. Running out of fds before
-  // that is a different failure, covered by FirstIdleParkWhileOutOfFds.
-  std::this_thread::sleep_for(milliseconds(200));
-
+  EndPoint ep;
+  ASSERT_NO_FATAL_FAILURE(StartWarmedUp(&a, &ep));
   const int kClients = 20;
   std::vector<int> clients;
-  for (int i = 0; i < kClients; ++i) {
-    const int fd = NewClientSocket();
-    ASSERT_GE(fd, 0);
-    clients.push_back(fd);
-  }
+  ASSERT_NO_FATAL_FAILURE(MakeClients(kClients, &clients));
 
   // No fd left for accept().
   FdShortage shortage;
@@ -230,25 +237,10 @@ TEST(AcceptEmfileTest, OutOfFdsNeitherSpinsNorLosesTheListener) {
 TEST(AcceptEmfileTest, StopAcceptWhileOutOfFds) {
   const int64_t baseline = Socket::live_count();
   Acceptor a(EchoOnMessages);
-  const int lfd = weft::tcp_listen(EndPoint::loopback(0), 128);
-  ASSERT_GE(lfd, 0) << strerror(errno);
-  const EndPoint ep = EndPoint::loopback(weft::get_local_side(lfd).port());
-  ASSERT_EQ(0, a.StartAccept(lfd, 0));
-  {
-    const int fd = NewClientSocket();
-    ASSERT_GE(fd, 0);
-    ASSERT_EQ(0, connect(fd, ep.addr(), ep.addr_len()));
-    EXPECT_TRUE(Echo(fd, "warm-up"));
-    close(fd);
-    ASSERT_TRUE(wait_until([&] { return a.ConnectionCount() == 0; }, kLong));
-  }
-  std::this_thread::sleep_for(milliseconds(200));
+  EndPoint ep;
+  ASSERT_NO_FATAL_FAILURE(StartWarmedUp(&a, &ep));
   std::vector<int> clients;
-  for (int i = 0; i < 5; ++i) {
-    const int fd = NewClientSocket();
-    ASSERT_GE(fd, 0);
-    clients.push_back(fd);
-  }
+  ASSERT_NO_FATAL_FAILURE(MakeClients(5, &clients));
   FdShortage shortage;
   ASSERT_TRUE(shortage.Begin()) << shortage.why_not();
   for (const int fd : clients) ASSERT_EQ(0, connect(fd, ep.addr(), ep.addr_len())) << strerror(errno);

@@ -99,6 +99,14 @@ inline bool make_tcp_pair(int* client, int* server) {
   return true;
 }
 
+// A Socket over `fd` (taken over) with no reading callback; *ptr holds a
+// reference. False on failure.
+inline bool adopt_fd(int fd, SocketId* id, SocketUniquePtr* ptr) {
+  SocketOptions opt;
+  opt.fd = fd;
+  return Socket::Create(opt, id) == 0 && Socket::Address(*id, ptr) == 0;
+}
+
 inline void set_blocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK); }
 
 // Reads from a blocking fd until `want` bytes, EOF, an error or the

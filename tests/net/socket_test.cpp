@@ -253,12 +253,9 @@ TEST(SocketTest, AtMostOneReadingFiberAndNoByteMissed) {
 TEST(SocketTest, WaitEpollOutTimesOutWhenFullAndReturnsWhenDrained) {
   int client = -1, server = -1;
   ASSERT_TRUE(test::make_tcp_pair(&client, &server));
-  SocketOptions opt;
-  opt.fd = client;
   SocketId id;
-  ASSERT_EQ(0, Socket::Create(opt, &id));
   SocketUniquePtr s;
-  ASSERT_EQ(0, Socket::Address(id, &s));
+  ASSERT_TRUE(test::adopt_fd(client, &id, &s));
   // Fill the connection (the socket made the fd non-blocking).
   std::string block(65536, 'q');
   size_t filled = 0;
@@ -282,12 +279,9 @@ TEST(SocketTest, WaitEpollOutTimesOutWhenFullAndReturnsWhenDrained) {
 TEST(SocketTest, SetFailedWakesWaitEpollOut) {
   int client = -1, server = -1;
   ASSERT_TRUE(test::make_tcp_pair(&client, &server));
-  SocketOptions opt;
-  opt.fd = client;
   SocketId id;
-  ASSERT_EQ(0, Socket::Create(opt, &id));
   SocketUniquePtr s;
-  ASSERT_EQ(0, Socket::Address(id, &s));
+  ASSERT_TRUE(test::adopt_fd(client, &id, &s));
   std::string block(65536, 'q');
   while (write(client, block.data(), block.size()) > 0) {
   }

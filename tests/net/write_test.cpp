@@ -211,12 +211,9 @@ TEST(WriteTest, OvercrowdedWhilePeerStopsReadingThenEverythingAcceptedArrives) {
   ASSERT_TRUE(test::make_tcp_pair(&client, &server));
   const int small = 16384;
   setsockopt(server, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-  SocketOptions opt;
-  opt.fd = client;
   SocketId id;
-  ASSERT_EQ(0, Socket::Create(opt, &id));
   SocketUniquePtr s;
-  ASSERT_EQ(0, Socket::Address(id, &s));
+  ASSERT_TRUE(test::adopt_fd(client, &id, &s));
 
   constexpr int kWriters = 8;
   constexpr int kRecordLen = 4000;
@@ -294,14 +291,10 @@ TEST(WriteTest, PeerResetTellsEveryPendingWriterThroughIdWait) {
   const int64_t live0 = Socket::live_count();
   int client = -1, server = -1;
   ASSERT_TRUE(test::make_tcp_pair(&client, &server));
-  SocketOptions opt;
-  opt.fd = client;
-  SocketId id;
-  ASSERT_EQ(0, Socket::Create(opt, &id));
-
   // Held until the checks below, so the socket cannot recycle before them.
+  SocketId id;
   SocketUniquePtr held;
-  ASSERT_EQ(0, Socket::Address(id, &held));
+  ASSERT_TRUE(test::adopt_fd(client, &id, &held));
 
   constexpr int kWriters = 16;
   constexpr size_t kMsg = 64 * 1024;
