@@ -161,7 +161,7 @@ int Socket::SetUpFileDescriptor(int fd) {
   return 0;
 }
 
-int Socket::Address(SocketId id, SocketUniquePtr* ptr) {
+int Socket::AddressImpl(SocketId id, bool failed_too, SocketUniquePtr* ptr) {
   Socket* const m = socket_pool().at(slot_of_id(id));
   if (m == nullptr) return -1;
   // Acquire pairs with the release in Create: a matching version means the
@@ -172,8 +172,18 @@ int Socket::Address(SocketId id, SocketUniquePtr* ptr) {
     ptr->reset(m);
     return 0;
   }
+  if (failed_too && ver1 == version_of_id(id) + 1) {
+    ptr->reset(m);
+    return 1;
+  }
   m->UndoAddress(ver1);
   return -1;
+}
+
+int Socket::Address(SocketId id, SocketUniquePtr* ptr) { return AddressImpl(id, false, ptr); }
+
+int Socket::AddressFailedAsWell(SocketId id, SocketUniquePtr* ptr) {
+  return AddressImpl(id, true, ptr);
 }
 
 void Socket::UndoAddress(uint32_t ver1) {
@@ -190,23 +200,6 @@ void Socket::UndoAddress(uint32_t ver1) {
       OnRecycle();
     }
   }
-}
-
-int Socket::AddressFailedAsWell(SocketId id, SocketUniquePtr* ptr) {
-  Socket* const m = socket_pool().at(slot_of_id(id));
-  if (m == nullptr) return -1;
-  const uint64_t vref1 = m->_versioned_ref.fetch_add(1, std::memory_order_acquire);
-  const uint32_t ver1 = version_of_vref(vref1);
-  if (ver1 == version_of_id(id)) {
-    ptr->reset(m);
-    return 0;
-  }
-  if (ver1 == version_of_id(id) + 1) {
-    ptr->reset(m);
-    return 1;
-  }
-  m->UndoAddress(ver1);
-  return -1;
 }
 
 void Socket::ReAddress(SocketUniquePtr* ptr) {

@@ -38,16 +38,15 @@ Socket::WriteRequest* const Socket::WriteRequest::UNCONNECTED =
 // WriteRequests are recycled through per-thread free lists: a writer on one
 // worker allocates and KeepWrite on another frees, a pattern that sends
 // every request through malloc's slow paths (about 20% of the time with 8
-// writers of 16-byte messages). A thread's list that grows past kLocalMax
-// hands a batch to a global list, from which empty lists refill. No call
+// writers of 16-byte messages). A thread's list that reaches kLocalMax
+// moves, whole, to a global list of batches, from which empty lists refill. No call
 // suspends between taking and using a list, so fibers migrating between
 // threads is harmless. ASan builds use plain new/delete so use-after-free
 // of a request stays detectable.
 namespace {
 
 using WriteRequest = Socket::WriteRequest;
-constexpr size_t kLocalMax = 512;
-constexpr size_t kBatch = 256;
+constexpr size_t kLocalMax = 256;
 constexpr size_t kMaxGlobalBatches = 64;
 
 struct Batch {
@@ -121,13 +120,10 @@ void Socket::WriteRequest::Delete(WriteRequest* req) {
   req->pool_next = local.head;
   local.head = req;
   if (++local.n < kLocalMax) return;
-  // Hand the older kBatch requests (the tail of the list) to the global
-  // list, keeping the most recently freed (cache-warm) ones here.
-  WriteRequest* cut = local.head;
-  for (size_t i = 1; i < local.n - kBatch; ++i) cut = cut->pool_next;
-  Batch batch{cut->pool_next, kBatch};
-  cut->pool_next = nullptr;
-  local.n -= kBatch;
+  // Hand the whole list to the global list as one batch.
+  const Batch batch{local.head, local.n};
+  local.head = nullptr;
+  local.n = 0;
   std::lock_guard<std::mutex> guard(g_batches_mu);
   if (global_batches().size() < kMaxGlobalBatches) {
     global_batches().push_back(batch);

@@ -164,6 +164,30 @@ void* QueuedWriter(void* a) {
   return nullptr;
 }
 
+// Starts `writers` QueuedWriter fibers on socket `id`, releases them at
+// once and joins them; args receives each writer's outcome.
+void RunQueuedWriters(SocketId id, int writers, int records, size_t record_size,
+                      bthread_id_t errors, std::atomic<int>* unconnected,
+                      std::vector<QueuedWriterArg>* args) {
+  std::atomic<bool> go{false};
+  args->assign(writers, QueuedWriterArg());
+  std::vector<bthread_t> tids(writers);
+  for (int w = 0; w < writers; ++w) {
+    QueuedWriterArg& a = (*args)[w];
+    a.id = id;
+    a.writer = w;
+    a.records = records;
+    a.record_size = record_size;
+    a.errors = errors;
+    a.go = &go;
+    a.unconnected_writes = unconnected;
+    ASSERT_EQ(0, bthread_start_background(&tids[w], nullptr, QueuedWriter, &a));
+  }
+  go.store(true, std::memory_order_release);
+  Watchdog wd("joining the writers", kLong * 2);
+  for (int w = 0; w < writers; ++w) ASSERT_EQ(0, bthread_join(tids[w], nullptr));
+}
+
 // Checks the byte stream: whole records, each writer's in order, each once.
 void CheckRecords(const std::string& got, int writers, int records, size_t record_size) {
   ASSERT_EQ(static_cast<size_t>(writers) * records * record_size, got.size());
@@ -192,25 +216,10 @@ void RunQueuedWrites(int writers, int records, size_t record_size) {
 
   const SocketId id = NewClient(EndPoint::loopback(server.port()), 5000);
   IdWatch* const errors = IdWatch::New(false);
-  std::atomic<bool> go{false};
   std::atomic<int> unconnected{0};
-  std::vector<QueuedWriterArg> args(writers);
-  std::vector<bthread_t> tids(writers);
-  for (int w = 0; w < writers; ++w) {
-    args[w].id = id;
-    args[w].writer = w;
-    args[w].records = records;
-    args[w].record_size = record_size;
-    args[w].errors = errors->id;
-    args[w].go = &go;
-    args[w].unconnected_writes = &unconnected;
-    ASSERT_EQ(0, bthread_start_background(&tids[w], nullptr, QueuedWriter, &args[w]));
-  }
-  go.store(true, std::memory_order_release);
-  {
-    Watchdog wd("joining the writers", kLong * 2);
-    for (int w = 0; w < writers; ++w) ASSERT_EQ(0, bthread_join(tids[w], nullptr));
-  }
+  std::vector<QueuedWriterArg> args;
+  ASSERT_NO_FATAL_FAILURE(
+      RunQueuedWriters(id, writers, records, record_size, errors->id, &unconnected, &args));
   server.Join();
   EXPECT_TRUE(server.accepted());
   EXPECT_FALSE(server.AnotherConnectionPending()) << "the socket connected more than once";
@@ -252,25 +261,10 @@ TEST(ConnectTest, WritesQueuedBehindARefusedConnectAllFail) {
   const int records = 100;
   const SocketId id = NewClient(EndPoint::loopback(ClosedPort()), 5000);
   IdWatch* const errors = IdWatch::New(false);
-  std::atomic<bool> go{false};
   std::atomic<int> unconnected{0};
-  std::vector<QueuedWriterArg> args(writers);
-  std::vector<bthread_t> tids(writers);
-  for (int w = 0; w < writers; ++w) {
-    args[w].id = id;
-    args[w].writer = w;
-    args[w].records = records;
-    args[w].record_size = 16;
-    args[w].errors = errors->id;
-    args[w].go = &go;
-    args[w].unconnected_writes = &unconnected;
-    ASSERT_EQ(0, bthread_start_background(&tids[w], nullptr, QueuedWriter, &args[w]));
-  }
-  go.store(true, std::memory_order_release);
-  {
-    Watchdog wd("joining the writers", kLong * 2);
-    for (int w = 0; w < writers; ++w) ASSERT_EQ(0, bthread_join(tids[w], nullptr));
-  }
+  std::vector<QueuedWriterArg> args;
+  ASSERT_NO_FATAL_FAILURE(
+      RunQueuedWriters(id, writers, records, 16, errors->id, &unconnected, &args));
   int addressed = 0;
   for (int w = 0; w < writers; ++w) {
     EXPECT_EQ(0, args[w].write_failures);  // Errors go to the id.

@@ -143,28 +143,6 @@ inline bool LiveCountBackTo(int64_t baseline) {
   return wait_until([&] { return Socket::live_count() == baseline; }, kLong);
 }
 
-// Reads from a blocking fd until `want` bytes arrived, EOF, or the deadline.
-inline std::string ReadUpTo(int fd, size_t want, int64_t deadline_ms) {
-  std::string got;
-  char buf[65536];
-  while (got.size() < want) {
-    const int64_t left = deadline_ms - now_ms();
-    if (left <= 0) break;
-    pollfd p{fd, POLLIN, 0};
-    const int rc = poll(&p, 1, static_cast<int>(left < 100 ? left : 100));
-    if (rc < 0 && errno != EINTR) break;
-    if (rc <= 0) continue;
-    const ssize_t n = read(fd, buf, sizeof(buf));
-    if (n == 0) break;
-    if (n < 0) {
-      if (errno == EINTR || errno == EAGAIN) continue;
-      break;
-    }
-    got.append(buf, static_cast<size_t>(n));
-  }
-  return got;
-}
-
 // A plain listener on 127.0.0.1:0 (or ::1) served by one pthread that
 // accepts one connection and reads `want` bytes from it.
 class OneShotServer {
@@ -196,7 +174,7 @@ class OneShotServer {
       conn_fd_ = accept4(listen_fd_, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_CLOEXEC);
       if (conn_fd_ < 0) return;
       peer_ = EndPoint(reinterpret_cast<sockaddr*>(&ss), len);
-      received_ = ReadUpTo(conn_fd_, want, deadline);
+      received_ = weft::test::read_until(conn_fd_, want, deadline - now_ms());
     });
   }
   // After Join: what the one connection sent, and from where.

@@ -109,26 +109,29 @@ inline bool adopt_fd(int fd, SocketId* id, SocketUniquePtr* ptr) {
 
 inline void set_blocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK); }
 
-// Reads from a blocking fd until `want` bytes, EOF, an error or the
-// deadline (poll-based, so it never hangs). Returns what was read.
-inline std::string read_until(int fd, size_t want, int timeout_ms) {
-  std::string out;
+// Reads from fd until `want` bytes arrived, EOF, an error or timeout_ms
+// passed (poll-based, so it never hangs; EAGAIN is retried). Returns what
+// was read.
+inline std::string read_until(int fd, size_t want, int64_t timeout_ms) {
+  const int64_t deadline_ms = now_ms() + timeout_ms;
+  std::string got;
   char buf[65536];
-  const int64_t end_ms = timeout_ms;
-  int64_t waited = 0;
-  while (out.size() < want && waited < end_ms) {
+  while (got.size() < want) {
+    const int64_t left = deadline_ms - now_ms();
+    if (left <= 0) break;
     pollfd p{fd, POLLIN, 0};
-    const int rc = poll(&p, 1, 100);
-    if (rc == 0) {
-      waited += 100;
-      continue;
-    }
-    if (rc < 0 && errno == EINTR) continue;
+    const int rc = poll(&p, 1, static_cast<int>(left < 100 ? left : 100));
+    if (rc < 0 && errno != EINTR) break;
+    if (rc <= 0) continue;
     const ssize_t n = read(fd, buf, sizeof(buf));
-    if (n <= 0) break;
-    out.append(buf, static_cast<size_t>(n));
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      break;
+    }
+    got.append(buf, static_cast<size_t>(n));
   }
-  return out;
+  return got;
 }
 
 // A server callback that echoes whatever arrives: reads until EAGAIN, fails

@@ -193,6 +193,8 @@ class Socket {
 
   // Drops one reference; recycles the socket when it was the last one.
   int Dereference();
+  // Address (failed_too: AddressFailedAsWell).
+  static int AddressImpl(SocketId id, bool failed_too, SocketUniquePtr* ptr);
   // Drops the reference an Address call added to a slot whose version
   // (ver1, read by that call) did not match; may recycle.
   void UndoAddress(uint32_t ver1);
