@@ -46,6 +46,15 @@ inline void full_fence() {
 #endif
 }
 
+// The calling pthread's errno. glibc declares __errno_location() const, so
+// a compiler may compute &errno once and reuse it across a call that
+// suspends the fiber, after which the fiber may run on another pthread and
+// the cached address is another thread's errno. This accessor is opaque
+// (never inlined, with a compiler barrier), so every call really asks. Use
+// it for errno reads and writes that follow a possible suspension in the
+// same function.
+int* errno_location();
+
 }  // namespace weft::base
 
 #endif  // WEFT_BASE_COMPILER_H_

@@ -47,20 +47,51 @@ inline timespec ns_to_timespec(int64_t ns) {
 // CLOCK_REALTIME minus CLOCK_MONOTONIC, recomputed from the precise clocks
 // at most every 100 ms (two precise reads cost ~50 ns on these VMs; a coarse
 // read ~3 ns). A step of the wall clock is thus noticed within 100 ms; NTP
-// slewing (<= 500 ppm) moves it by at most 50 us in that time. The two
-// atomics race benignly: any published offset was correct when computed.
+// slewing (<= 500 ppm) moves it by at most 50 us in that time.
+//
+// The offset and the time it was computed are published together under a
+// sequence lock: a reader must never pair a fresh timestamp with a stale
+// (or never written) offset. One writer at a time (it claims the odd
+// sequence with a CAS); readers that see an odd or moved sequence simply
+// compute the offset themselves.
+struct RealtimeOffset {
+  std::atomic<uint64_t> seq{0};          // odd while a writer updates
+  std::atomic<int64_t> offset{0};        // guarded by seq
+  std::atomic<int64_t> computed_at{-1};  // coarse monotonic ns; -1: never
+};
+
+inline RealtimeOffset& realtime_offset_cell() {
+  static RealtimeOffset cell;
+  return cell;
+}
+
 inline int64_t realtime_minus_monotonic() {
-  static std::atomic<int64_t> offset{0};
-  static std::atomic<int64_t> computed_at{-1};  // -1: never
+  RealtimeOffset& cell = realtime_offset_cell();
   const int64_t now = coarse_monotonic_ns();
-  const int64_t at = computed_at.load(std::memory_order_relaxed);
-  if (at < 0 || now - at > 100 * 1000 * 1000) {
-    const int64_t fresh = realtime_ns() - monotonic_ns();
-    offset.store(fresh, std::memory_order_relaxed);
-    computed_at.store(now, std::memory_order_relaxed);
-    return fresh;
+  // Acquire pairs with the writer's release store of the even sequence:
+  // the fields read below are at least that writer's.
+  uint64_t s1 = cell.seq.load(std::memory_order_acquire);
+  if ((s1 & 1) == 0) {
+    const int64_t at = cell.computed_at.load(std::memory_order_relaxed);
+    const int64_t offset = cell.offset.load(std::memory_order_relaxed);
+    // Orders the field loads before the re-read of the sequence.
+    std::atomic_thread_fence(std::memory_order_acquire);
+    const uint64_t s2 = cell.seq.load(std::memory_order_relaxed);
+    if (s1 == s2 && at >= 0 && now - at <= 100 * 1000 * 1000) return offset;
   }
-  return offset.load(std::memory_order_relaxed);
+  const int64_t fresh = realtime_ns() - monotonic_ns();
+  if ((s1 & 1) == 0 &&
+      cell.seq.compare_exchange_strong(s1, s1 + 1, std::memory_order_acquire,
+                                       std::memory_order_relaxed)) {
+    // A reader whose field loads see our stores below also sees the odd
+    // sequence (its acquire fence pairs with this one) and discards them.
+    std::atomic_thread_fence(std::memory_order_release);
+    cell.offset.store(fresh, std::memory_order_relaxed);
+    cell.computed_at.store(now, std::memory_order_relaxed);
+    // Release: a reader that sees the new even sequence sees both fields.
+    cell.seq.store(s1 + 2, std::memory_order_release);
+  }
+  return fresh;
 }
 
 // Converts a CLOCK_REALTIME abstime into a CLOCK_MONOTONIC deadline.

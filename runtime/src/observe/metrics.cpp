@@ -14,6 +14,7 @@
 #include "sched/fiber_lifecycle.h"
 #include "sched/task_control.h"
 #include "sched/task_group.h"
+#include "sched/worker_monitor.h"
 #include "time/timer_thread.h"
 
 namespace weft {
@@ -150,6 +151,8 @@ void register_runtime_metrics() {
     new FunctionGauge("weft_worker_parks", [] {
       return sum_groups([](sched::TaskControl* c) { return c->nparks.load(std::memory_order_relaxed); });
     }, "counter");
+    new FunctionGauge("weft_worker_stalls",
+                      [] { return static_cast<int64_t>(sched::worker_stalls()); }, "counter");
     new FunctionGauge("weft_timers_pending", [] { return timer::timers_pending(); }, "gauge");
     new FunctionGauge("weft_timers_fired",
                       [] { return static_cast<int64_t>(timer::timers_fired()); }, "counter");

@@ -15,10 +15,6 @@
 #include "wait/butex_internal.h"
 #include "weft/bthread.h"
 
-namespace weft::sched {
-extern std::atomic<int> g_requested_concurrency;
-}
-
 using weft::sched::TaskControl;
 using weft::sched::TaskGroup;
 using weft::sched::TaskMeta;
@@ -56,7 +52,9 @@ void bthread_exit(void* retval) {
   pthread_exit(retval);
 }
 
-static void requeue_yielder(void* meta) { weft::sched::requeue_local(static_cast<TaskMeta*>(meta)); }
+static void requeue_yielder(void* meta) {
+  weft::sched::requeue_local(static_cast<TaskMeta*>(meta));
+}
 
 int bthread_yield(void) {
   TaskGroup* g = TaskGroup::current();
@@ -104,8 +102,7 @@ int bthread_usleep(uint64_t microseconds) {
     return -1;
   }
   if (microseconds == 0) return bthread_yield();
-  const int64_t deadline =
-      weft::base::monotonic_ns() + static_cast<int64_t>(microseconds) * 1000;
+  const int64_t deadline = weft::base::monotonic_ns() + static_cast<int64_t>(microseconds) * 1000;
   TaskGroup* g = TaskGroup::current();
   if (g != nullptr && microseconds * 1000 <= kShortSleepNs) return short_sleep(m, deadline);
   // Nobody wakes the private sleep butex: only the deadline or an interrupt
@@ -127,26 +124,9 @@ int bthread_stopped(bthread_t tid) { return weft::sched::fiber_stopped(tid); }
 
 int bthread_interrupt(bthread_t tid) { return weft::sched::interrupt_fiber(tid, /*stop=*/false); }
 
-int bthread_getconcurrency(void) {
-  TaskControl* c = TaskControl::get_if_started();
-  if (c != nullptr) return c->concurrency();
-  const int requested = weft::sched::g_requested_concurrency.load(std::memory_order_relaxed);
-  if (requested > 0) return requested;
-  return TaskControl::get()->concurrency();
-}
+int bthread_getconcurrency(void) { return TaskControl::concurrency_or_planned(); }
 
-int bthread_setconcurrency(int num) {
-  if (num < 1 || num > TaskControl::kMaxWorkers) return EINVAL;
-  TaskControl* c = TaskControl::get_if_started();
-  if (c == nullptr) {
-    const int requested = weft::sched::g_requested_concurrency.load(std::memory_order_relaxed);
-    if (requested > num) return EPERM;
-    weft::sched::g_requested_concurrency.store(num, std::memory_order_relaxed);
-    return 0;
-  }
-  if (num < c->concurrency()) return EPERM;
-  return c->add_workers(num);
-}
+int bthread_setconcurrency(int num) { return TaskControl::set_concurrency(num); }
 
 int bthread_attr_init(bthread_attr_t* attr) {
   if (attr == nullptr) return EINVAL;

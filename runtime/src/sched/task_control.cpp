@@ -9,6 +9,7 @@
 #include "base/time_util.h"
 #include "sched/stack_pool.h"
 #include "sched/task_group.h"
+#include "sched/worker_monitor.h"
 #include "time/timer_thread.h"
 
 DEFINE_int32(weft_concurrency, 0,
@@ -31,6 +32,11 @@ constexpr int64_t kSearchNs = 20 * 1000;
 // timeout) is then picked up at once, without a cross-CPU futex wake.
 constexpr int64_t kTimerSpinNs = 100 * 1000;
 constexpr int64_t kTimerGraceNs = 20 * 1000;
+// How long a thief lets a fiber sit in the run-next slot of a worker that
+// makes no switch before it takes it (Go waits ~3 us). Long enough for the
+// usual waker, which blocks right after waking, to run the fiber itself on
+// its warm CPU; short against the cross-CPU wake-up a blocked waker forces.
+constexpr int64_t kRunnextGraceNs = 5 * 1000;
 
 std::atomic<TaskControl*> g_control{nullptr};
 std::mutex g_control_mu;
@@ -41,7 +47,6 @@ int default_concurrency() {
   return n > 0 ? static_cast<int>(n) : 1;
 }
 
-
 thread_local uint32_t tls_pthread_nosignal = 0;
 }  // namespace
 
@@ -49,6 +54,12 @@ thread_local uint32_t tls_pthread_nosignal = 0;
 std::atomic<int> g_requested_concurrency{0};
 
 TaskControl* TaskControl::get_if_started() { return g_control.load(std::memory_order_acquire); }
+
+int planned_concurrency() {
+  int n = g_requested_concurrency.load(std::memory_order_relaxed);
+  if (n <= 0) n = default_concurrency();
+  return n > TaskControl::kMaxWorkers ? TaskControl::kMaxWorkers : n;
+}
 
 TaskControl* TaskControl::get() {
   TaskControl* c = g_control.load(std::memory_order_acquire);
@@ -58,13 +69,36 @@ TaskControl* TaskControl::get() {
   if (c != nullptr) return c;
   // Leaked on purpose: workers run until the process exits.
   c = new TaskControl;
-  int n = g_requested_concurrency.load(std::memory_order_relaxed);
-  if (n <= 0) n = default_concurrency();
-  if (n > kMaxWorkers) n = kMaxWorkers;
-  c->add_workers(n);
+  c->add_workers(planned_concurrency());
   g_control.store(c, std::memory_order_release);
   observe::install_fiber_dump_signal();
+  start_worker_monitor(c);
   return c;
+}
+
+int TaskControl::set_concurrency(int n) {
+  if (n < 1 || n > kMaxWorkers) return EINVAL;
+  {
+    // Under the start's mutex: either the start has not read the request
+    // yet and will use this one, or the runtime is up and we raise it.
+    std::lock_guard<std::mutex> guard(g_control_mu);
+    if (g_control.load(std::memory_order_relaxed) == nullptr) {
+      if (g_requested_concurrency.load(std::memory_order_relaxed) > n) return EPERM;
+      g_requested_concurrency.store(n, std::memory_order_relaxed);
+      return 0;
+    }
+  }
+  TaskControl* c = g_control.load(std::memory_order_acquire);
+  if (n < c->concurrency()) return EPERM;
+  return c->add_workers(n);
+}
+
+int TaskControl::concurrency_or_planned() {
+  TaskControl* c = get_if_started();
+  if (c != nullptr) return c->concurrency();
+  std::lock_guard<std::mutex> guard(g_control_mu);
+  c = g_control.load(std::memory_order_relaxed);
+  return c != nullptr ? c->concurrency() : planned_concurrency();
 }
 
 int TaskControl::add_workers(int target) {
@@ -93,21 +127,41 @@ void TaskControl::worker_main(int index) {
 }
 
 void TaskControl::push_remote(TaskMeta* m) {
-  {
-    std::lock_guard<std::mutex> guard(remote_mu_);
-    remote_.push_back(m);
-    nremote_.store(remote_.size(), std::memory_order_release);
-  }
+  TaskMeta* head = remote_head_.load(std::memory_order_relaxed);
+  do {
+    m->remote_next = head;
+    // Release publishes m (and its remote_next) to the acquire exchange in
+    // pop_remote. Producers only push and the consumer takes the whole
+    // stack, so a node is never popped alone and ABA cannot arise.
+  } while (!remote_head_.compare_exchange_weak(head, m, std::memory_order_release,
+                                               std::memory_order_relaxed));
 }
 
-bool TaskControl::pop_remote(TaskMeta** out) {
-  // The cheap check keeps busy workers off the mutex when nothing is there.
-  if (nremote_.load(std::memory_order_acquire) == 0) return false;
-  std::lock_guard<std::mutex> guard(remote_mu_);
-  if (remote_.empty()) return false;
-  *out = remote_.front();
-  remote_.pop_front();
-  nremote_.store(remote_.size(), std::memory_order_release);
+bool TaskControl::pop_remote(TaskGroup* g, TaskMeta** out) {
+  // The plain load keeps busy workers off the cache line when it is empty.
+  if (remote_head_.load(std::memory_order_relaxed) == nullptr) return false;
+  TaskMeta* stack = remote_head_.exchange(nullptr, std::memory_order_acquire);
+  if (stack == nullptr) return false;
+  // The stack is newest first: reverse it so fibers run in the order they
+  // became ready.
+  TaskMeta* fifo = nullptr;
+  while (stack != nullptr) {
+    TaskMeta* below = stack->remote_next;
+    stack->remote_next = fifo;
+    fifo = stack;
+    stack = below;
+  }
+  *out = fifo;
+  size_t rest = 0;
+  for (TaskMeta* m = fifo->remote_next; m != nullptr;) {
+    TaskMeta* following = m->remote_next;
+    g->push_local(m);
+    m = following;
+    ++rest;
+  }
+  fifo->remote_next = nullptr;
+  // The rest is a backlog on this worker now: let an idle worker share it.
+  if (rest != 0) signal_task(1);
   return true;
 }
 
@@ -119,6 +173,16 @@ void TaskControl::signal_task(int n) {
   base::full_fence();
   if (nsearching_.load(std::memory_order_seq_cst) > 0) return;
   if (nidle_.load(std::memory_order_seq_cst) == 0) return;
+  wake_idle(n);
+}
+
+bool TaskControl::wake_idle_worker() {
+  base::full_fence();
+  if (nidle_.load(std::memory_order_seq_cst) == 0) return false;
+  return wake_idle(1) == 1;
+}
+
+int TaskControl::wake_idle(int n) {
   TaskGroup* woken[8];
   int count = 0;
   {
@@ -137,6 +201,7 @@ void TaskControl::signal_task(int n) {
     woken[i]->park_word.store(1, std::memory_order_release);
     base::futex_wake(&woken[i]->park_word, 1);
   }
+  return count;
 }
 
 void TaskControl::wait_for_notification(TaskGroup* g) {
@@ -178,15 +243,29 @@ bool TaskControl::any_ready() const {
   return false;
 }
 
-bool TaskControl::steal_task(TaskGroup* self, TaskMeta** out) {
-  if (pop_remote(out)) return true;
+bool TaskControl::steal_task(TaskGroup* self, TaskMeta** out, int64_t now) {
+  if (pop_remote(self, out)) return true;
   const int n = ngroups_.load(std::memory_order_acquire);
   if (n <= 1) return false;
   const int start = static_cast<int>(self->next_random() % static_cast<uint32_t>(n));
+  TaskGroup::VictimSeen* seen = self->victim_seen();
   for (int i = 0; i < n; ++i) {
-    TaskGroup* victim = groups_[(start + i) % n].load(std::memory_order_acquire);
+    const int index = (start + i) % n;
+    TaskGroup* victim = groups_[index].load(std::memory_order_acquire);
     if (victim == nullptr || victim == self) continue;
     if (victim->steal(out)) {
+      nsteals.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
+    if (!victim->has_runnext()) continue;
+    // A fiber waits in the victim's run-next slot. Take it only once the
+    // victim has made no switch for the grace period: it is then stuck in
+    // its current fiber, which is not going to run the woken one soon.
+    const uint64_t switches = victim->nswitch.load(std::memory_order_relaxed);
+    if (seen[index].nswitch != switches) {
+      seen[index].nswitch = switches;
+      seen[index].since_ns = now;
+    } else if (now - seen[index].since_ns >= kRunnextGraceNs && victim->steal_runnext(out)) {
       nsteals.fetch_add(1, std::memory_order_relaxed);
       return true;
     }
@@ -198,39 +277,52 @@ bool TaskControl::wait_task(TaskGroup* g, TaskMeta** out) {
   // Whether this worker holds a count in nsearching_: it takes one to
   // search, and a waker takes one on its behalf when it wakes it.
   bool searching = false;
+  bool force_search = false;
   for (;;) {
-    if (g->pop_local(out) || pop_remote(out)) {
+    if (g->pop_local(out) || pop_remote(g, out)) {
       if (searching) end_search(/*found=*/true);
       return true;
     }
 
-    // Search.
-    if (!searching) nsearching_.fetch_add(1, std::memory_order_seq_cst);
-    searching = true;
-    int64_t give_up = base::monotonic_ns() + kSearchNs;
+    // Search, unless half the busy workers already do (Go's cap): with
+    // more workers than CPUs, a crowd of spinning searchers only takes CPU
+    // time from the workers that have something to run. A worker woken on
+    // somebody's behalf (searching already) always searches.
     bool found = false;
-    bool timer_spinner = false;
-    for (int round = 0;; ++round) {
-      if (steal_task(g, out)) {
-        found = true;
-        break;
+    if (!searching) {
+      const int busy = concurrency() - nidle_.load(std::memory_order_seq_cst);
+      if (force_search || 2 * nsearching_.load(std::memory_order_seq_cst) < busy) {
+        nsearching_.fetch_add(1, std::memory_order_seq_cst);
+        searching = true;
       }
-      if ((round & 7) == 7) {
-        const int64_t now = base::monotonic_ns();
-        if (now > give_up) {
-          const int64_t due = timer::next_deadline_hint();
-          if (due - now > kTimerSpinNs || now - due > kTimerGraceNs) break;
-          if (!timer_spinner && timer_spinning_.exchange(true, std::memory_order_relaxed)) break;
-          timer_spinner = true;
-          give_up = due + kTimerGraceNs;
-        }
-      }
-      for (int i = 0; i < 32; ++i) base::cpu_relax();
+      force_search = false;
     }
-    if (timer_spinner) timer_spinning_.store(false, std::memory_order_relaxed);
-    end_search(found);
-    searching = false;
-    if (found) return true;
+    if (searching) {
+      int64_t now = base::monotonic_ns();
+      int64_t give_up = now + kSearchNs;
+      bool timer_spinner = false;
+      for (int round = 0;; ++round) {
+        if (steal_task(g, out, now)) {
+          found = true;
+          break;
+        }
+        now = base::monotonic_ns();
+        if ((round & 7) == 7) {
+          if (now > give_up) {
+            const int64_t due = timer::next_deadline_hint();
+            if (due - now > kTimerSpinNs || now - due > kTimerGraceNs) break;
+            if (!timer_spinner && timer_spinning_.exchange(true, std::memory_order_relaxed)) break;
+            timer_spinner = true;
+            give_up = due + kTimerGraceNs;
+          }
+        }
+        for (int i = 0; i < 32; ++i) base::cpu_relax();
+      }
+      if (timer_spinner) timer_spinning_.store(false, std::memory_order_relaxed);
+      end_search(found);
+      searching = false;
+      if (found) return true;
+    }
 
     // Park: announce ourselves idle, re-check every queue, then sleep on our
     // own futex word until a waker takes us off the idle list.
@@ -239,10 +331,21 @@ bool TaskControl::wait_task(TaskGroup* g, TaskMeta** out) {
       idle_.push_back(g);
       nidle_.fetch_add(1, std::memory_order_seq_cst);
     }
-    if (any_ready() && leave_idle(g)) continue;
+    // The store-load barrier of the handshake with signal_task(): our
+    // nidle_ increment must be visible before the queue loads of the
+    // re-check (relaxed loads, which a locked RMW orders on x86 but not on
+    // weaker CPUs). signal_task() has the mirror fence between its push and
+    // its nidle_ load.
+    base::full_fence();
+    if (any_ready() && leave_idle(g)) {
+      worker_unparked();
+      force_search = true;  // work is visible: look for it, cap or not
+      continue;
+    }
     nparks.fetch_add(1, std::memory_order_relaxed);
     wait_for_notification(g);
     searching = true;  // the waker counted us
+    worker_unparked();
   }
 }
 
@@ -256,6 +359,8 @@ void TaskControl::end_search(bool found) {
 void requeue_local(TaskMeta* m) {
   TaskGroup* g = TaskGroup::current();
   m->state.store(TaskMeta::kReady, std::memory_order_relaxed);
+  // The queue's tail, not the run-next slot: a yield lets every other ready
+  // fiber run first.
   if (g->push_local(m) != 1) g->control()->signal_task(1);
 }
 
@@ -264,17 +369,18 @@ void make_ready(TaskMeta* m, ReadyKind kind) {
   m->state_since.store(base::coarse_monotonic_ns(), std::memory_order_relaxed);
   TaskGroup* g = TaskGroup::current();
   if (g != nullptr) {
-    const size_t queued = g->push_local(m);
     switch (kind) {
       case ReadyKind::kNew:
+        g->push_local(m);
         g->control()->signal_task(1);
         break;
       case ReadyKind::kWoken:
-        // Only a backlog (or an overflow to the remote queue) is worth a
-        // cross-CPU wake-up.
-        if (queued != 1) g->control()->signal_task(1);
+        // Only a backlog (the slot was taken, so two fibers now wait here)
+        // is worth a cross-CPU wake-up.
+        if (g->push_runnext(m)) g->control()->signal_task(1);
         break;
       case ReadyKind::kNoSignal:
+        g->push_local(m);
         ++g->nosignal_pending;
         break;
     }

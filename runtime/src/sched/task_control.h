@@ -5,13 +5,18 @@
 // runs out of work first searches (steals) for a short while, then parks on
 // a futex. A producer wakes a parked worker only when no worker is already
 // searching, since a searcher will find the new work. A fiber woken by a
-// running fiber stays on the waker's worker unless a backlog builds up: a
-// cross-CPU wake-up costs far more than the hand-off it would save.
+// running fiber goes to the waker's run-next slot and wakes nobody: a
+// cross-CPU wake-up costs far more than the hand-off it saves when the
+// waker blocks soon after, as it usually does. When the waker does not
+// (it blocks its pthread in a system call, or computes), the fiber must not
+// be stranded next to an idle worker: searching thieves take a run-next
+// fiber from a worker that has not switched for kRunnextGraceNs, and the
+// worker monitor (worker_monitor.h) wakes a parked worker for any worker
+// whose queue has not moved for one of its ticks.
 #ifndef WEFT_SCHED_TASK_CONTROL_H_
 #define WEFT_SCHED_TASK_CONTROL_H_
 
 #include <atomic>
-#include <deque>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -49,19 +54,37 @@ class TaskControl {
   // The runtime if started, else nullptr.
   static TaskControl* get_if_started();
 
+  // bthread_setconcurrency: before the start, records the worker count to
+  // start with (serialised with the start, so a request is never lost);
+  // after it, raises the count. 0, EINVAL, EPERM (lowering) or EAGAIN.
+  static int set_concurrency(int n);
+  // bthread_getconcurrency: the workers running, or that will run once the
+  // runtime starts. Never starts it.
+  static int concurrency_or_planned();
+
   int concurrency() const { return ngroups_.load(std::memory_order_acquire); }
   // Raises the worker count to `target`. Returns 0 or EAGAIN (no pthread).
   int add_workers(int target);
+  TaskGroup* group(int i) const { return groups_[i].load(std::memory_order_acquire); }
 
   // Remote queue: fibers made ready off the workers (or overflowing a full
-  // local queue). Any thread.
+  // local queue). A lock-free stack that producers push one fiber at a time
+  // (CAS on the head) and a worker empties whole (one exchange): it runs
+  // the oldest fiber and queues the rest locally, where thieves can take
+  // them. push_remote: any thread. pop_remote: worker `g` only.
   void push_remote(TaskMeta* m);
-  bool pop_remote(TaskMeta** out);
-  bool has_remote() const { return nremote_.load(std::memory_order_acquire) != 0; }
+  bool pop_remote(TaskGroup* g, TaskMeta** out);
+  bool has_remote() const { return remote_head_.load(std::memory_order_acquire) != nullptr; }
 
   // Wakes up to `n` parked workers unless some worker is already searching.
   // Must follow the push it signals (the full fence inside orders them).
   void signal_task(int n);
+  // Wakes one parked worker whatever the searchers do (the worker monitor,
+  // for a stuck worker). False when none is parked.
+  bool wake_idle_worker();
+
+  int nidle() const { return nidle_.load(std::memory_order_seq_cst); }
+  int nsearching() const { return nsearching_.load(std::memory_order_seq_cst); }
 
   // The main loop's wait: returns a ready fiber, or false when stopping.
   bool wait_task(TaskGroup* g, TaskMeta** out);
@@ -75,7 +98,8 @@ class TaskControl {
 
  private:
   TaskControl() = default;
-  bool steal_task(TaskGroup* g, TaskMeta** out);
+  bool steal_task(TaskGroup* g, TaskMeta** out, int64_t now);
+  int wake_idle(int n);
   void end_search(bool found);
   void wait_for_notification(TaskGroup* g);
   bool leave_idle(TaskGroup* g);
@@ -87,9 +111,8 @@ class TaskControl {
   std::atomic<int> ngroups_{0};
   std::vector<std::thread*> threads_;
 
-  std::mutex remote_mu_;
-  std::deque<TaskMeta*> remote_;  // guarded by remote_mu_
-  alignas(64) std::atomic<size_t> nremote_{0};
+  // Head of the remote stack, linked through TaskMeta::remote_next.
+  alignas(64) std::atomic<TaskMeta*> remote_head_{nullptr};
   alignas(64) std::atomic<int> nsearching_{0};
   // Idle (parked) workers. A waker pops one, counts it as searching and
   // sets its park_word; the worker sleeps on its own word.

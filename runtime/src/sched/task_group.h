@@ -62,12 +62,30 @@ class TaskGroup {
     remained_arg_ = arg;
   }
 
-  // Queues `m` on this worker; overflows to the remote queue. Owner only.
-  // Returns the local queue length after the push (0 if it overflowed).
+  // Queues `m` at the tail of this worker's FIFO queue; overflows to the
+  // remote queue. Owner only. Returns the local queue length after the push
+  // (0 if it overflowed).
   size_t push_local(TaskMeta* m);
 
-  bool pop_local(TaskMeta** out) { return rq_.pop(out); }
+  // Puts `m` in the run-next slot, so it runs as soon as the current fiber
+  // gives up the CPU (a fiber woken by the running one: its data is hot in
+  // this CPU's cache). A fiber already there moves to the queue's tail; the
+  // return value says so (true: more than one fiber is now ready here).
+  // Owner only.
+  bool push_runnext(TaskMeta* m);
+
+  // The owner's pick: the run-next slot (at most kMaxRunnextStreak times in
+  // a row, so two fibers waking each other cannot starve the queue), then
+  // the queue's oldest fiber. Owner only.
+  bool pop_local(TaskMeta** out);
+
+  // Thieves: the queue's oldest fiber.
   bool steal(TaskMeta** out) { return rq_.steal(out); }
+  // Thieves: the run-next fiber, taken only by a thief that has watched
+  // this worker make no switch for a grace period (see steal_task).
+  bool steal_runnext(TaskMeta** out);
+  bool has_runnext() const { return runnext_.load(std::memory_order_relaxed) != nullptr; }
+
   size_t queue_size_hint() const { return rq_.size_hint(); }
 
   // True when another fiber is ready here (local or remote). Owner only.
@@ -88,8 +106,23 @@ class TaskGroup {
 
   // Fibers queued with BTHREAD_NOSIGNAL since the last flush.
   uint32_t nosignal_pending = 0;
-  // Switches performed by this worker (relaxed; read by metrics/benchmarks).
+  // Switches performed by this worker (relaxed; read by metrics, the
+  // worker monitor and thieves deciding whether the worker is stuck).
   std::atomic<uint64_t> nswitch{0};
+  // The fiber this worker runs, 0 in its scheduling loop (relaxed; for the
+  // worker monitor's stall report).
+  std::atomic<bthread_t> running_tid{0};
+
+  // Thief-side memory of what this worker saw of each victim: its switch
+  // count and when that count was first seen. A victim whose count has not
+  // moved for kRunnextGraceNs while a fiber waits in its run-next slot is
+  // stuck (blocked in a system call, or computing), so the slot is taken.
+  // Touched only by this worker while it searches.
+  struct VictimSeen {
+    uint64_t nswitch = ~uint64_t{0};
+    int64_t since_ns = 0;
+  };
+  VictimSeen* victim_seen() { return victim_seen_; }
 
   // Entry point of every fiber's stack.
   static void fiber_entry(boost::context::detail::transfer_t t) noexcept;
@@ -103,12 +136,19 @@ class TaskGroup {
   static void on_fiber_ended(void* meta);
 
   TaskMeta* pick_next();
+  bool take_runnext(TaskMeta** out);
 
   TaskControl* const control_;
   const int index_;
   TaskMeta* cur_;
   TaskMeta main_meta_;
   WorkStealingQueue<TaskMeta*> rq_;
+  // Written by the owner (exchange, release: publishes the fiber), taken by
+  // the owner or by a thief (exchange/CAS, acquire). Whoever swaps the
+  // pointer out owns the fiber.
+  alignas(64) std::atomic<TaskMeta*> runnext_{nullptr};
+  uint32_t runnext_streak_ = 0;  // owner only
+  VictimSeen* victim_seen_;      // kMaxWorkers entries, owned
   void (*remained_fn_)(void*) = nullptr;
   void* remained_arg_ = nullptr;
   uint64_t sched_count_ = 0;

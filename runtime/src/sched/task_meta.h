@@ -49,10 +49,18 @@ struct TaskMeta {
   void* result = nullptr;
   bthread_attr_t attr{};
 
+  // ---- queues ----
+  // Link in the remote queue's stack (task_control.cpp); written by the
+  // pusher before its release CAS, read by the worker that took the stack.
+  TaskMeta* remote_next = nullptr;
+
   // ---- execution ----
   fcontext_t ctx = nullptr;  // saved context while not running
   Stack stack;
   bool is_main = false;    // a worker's own pthread stack (its scheduling loop)
+  // The fiber's errno while it is switched out (task_group.cpp saves it on
+  // every switch away and restores it on every resumption).
+  int saved_errno = 0;
   bool in_pthread = false;  // BTHREAD_ATTR_PTHREAD: runs on a dedicated pthread
 
   // ---- waiting ----

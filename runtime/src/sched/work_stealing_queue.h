@@ -5,9 +5,14 @@
 // store-load fences of that paper are folded into seq_cst operations on
 // bottom_/top_ so ThreadSanitizer (which ignores fences) can check it.
 //
-// Owner: push() and pop(), never in parallel with each other. Thieves:
-// steal(), in parallel with everything. push and pop are wait-free; steal is
-// lock-free (a failed CAS means another thread made progress).
+// Owner: push(), pop() and pop_oldest(), never in parallel with each other.
+// Thieves: steal(), in parallel with everything. push and pop are
+// wait-free; steal and pop_oldest are lock-free (a failed CAS means another
+// thread made progress).
+//
+// The scheduler's owner takes the oldest item (pop_oldest, FIFO) so old
+// fibers are not starved under saturation; locality for the freshest woken
+// fiber comes from the worker's separate run-next slot (task_group.h).
 #ifndef WEFT_SCHED_WORK_STEALING_QUEUE_H_
 #define WEFT_SCHED_WORK_STEALING_QUEUE_H_
 
@@ -55,8 +60,8 @@ class WorkStealingQueue {
     *out = buffer_[b & mask_].load(std::memory_order_relaxed);
     if (t == b) {
       // The last item: race the thieves for it.
-      const bool won =
-          top_.compare_exchange_strong(t, t + 1, std::memory_order_seq_cst, std::memory_order_relaxed);
+      const bool won = top_.compare_exchange_strong(t, t + 1, std::memory_order_seq_cst,
+                                                    std::memory_order_relaxed);
       bottom_.store(b + 1, std::memory_order_relaxed);
       return won;
     }
@@ -77,6 +82,23 @@ class WorkStealingQueue {
     }
     *out = item;
     return true;
+  }
+
+  // Owner only. Takes the oldest item (FIFO), racing thieves for it with the
+  // same CAS on top_ that steal() uses. False only when the queue is empty:
+  // a failed CAS means a thief took that item, so the owner looks again.
+  bool pop_oldest(T* out) {
+    for (;;) {
+      int64_t t = top_.load(std::memory_order_seq_cst);
+      const int64_t b = bottom_.load(std::memory_order_seq_cst);
+      if (t >= b) return false;
+      T item = buffer_[t & mask_].load(std::memory_order_relaxed);
+      if (top_.compare_exchange_strong(t, t + 1, std::memory_order_seq_cst,
+                                       std::memory_order_relaxed)) {
+        *out = item;
+        return true;
+      }
+    }
   }
 
   // A snapshot; exact only for the owner when no thief runs.

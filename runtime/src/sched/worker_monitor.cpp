@@ -1,0 +1,162 @@
+#include "sched/worker_monitor.h"
+
+#include <gflags/gflags.h>
+#include <sys/prctl.h>
+#include <time.h>
+
+#include <atomic>
+#include <cstdio>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/futex.h"
+#include "base/time_util.h"
+#include "sched/task_control.h"
+#include "sched/task_group.h"
+#include "weft/fiber_dump.h"
+
+DEFINE_int32(
+    weft_worker_stall_warn_ms, 1000,
+    "Log a warning (and count weft_worker_stalls) when every worker has run the same fiber "
+    "for this long while other fibers wait; 0 disables the warning");
+
+namespace weft::sched {
+namespace {
+
+// 1 while the monitor sleeps because every worker was parked. The monitor
+// stores 1 then loads nidle_; a worker decrements nidle_ (seq_cst, in
+// signal_task or leave_idle) then loads this word: one side always sees
+// the other, so the monitor never sleeps through a worker's wake-up.
+std::atomic<int> g_monitor_asleep{0};
+std::atomic<uint64_t> g_stalls{0};
+
+struct WorkerSample {
+  uint64_t nswitch = ~uint64_t{0};
+  int64_t since_ns = 0;  // when nswitch last moved
+};
+
+bool everyone_parked(TaskControl* c) { return c->nidle() == c->concurrency() && !c->has_remote(); }
+
+void sleep_while_everyone_parked(TaskControl* c) {
+  g_monitor_asleep.store(1, std::memory_order_seq_cst);
+  if (!everyone_parked(c)) {
+    g_monitor_asleep.store(0, std::memory_order_relaxed);
+    return;
+  }
+  while (g_monitor_asleep.load(std::memory_order_acquire) == 1) {
+    base::futex_wait(&g_monitor_asleep, 1, nullptr);
+  }
+}
+
+// The fiber-dump blocks of `tids`, so the warning shows what they are
+// (state, what they wait on) in the dump's own words.
+std::string dump_blocks_of(const std::vector<bthread_t>& tids) {
+  std::ostringstream all;
+  dump_fibers(all);
+  std::istringstream lines(all.str());
+  std::string line, out;
+  bool keep = false;
+  while (std::getline(lines, line)) {
+    if (line.rfind("fiber ", 0) == 0) {
+      keep = false;
+      for (bthread_t tid : tids) {
+        if (line.rfind("fiber " + std::to_string(tid) + " ", 0) == 0) keep = true;
+      }
+    }
+    if (keep) out += line + '\n';
+  }
+  return out;
+}
+
+void report_stall(const std::vector<bthread_t>& tids, int64_t stalled_ns) {
+  g_stalls.fetch_add(1, std::memory_order_relaxed);
+  std::string names;
+  for (bthread_t tid : tids) names += ' ' + std::to_string(tid);
+  const std::string blocks = dump_blocks_of(tids);
+  std::fprintf(stderr,
+               "weft: all %zu workers have run the same fiber for %lld ms while other fibers are "
+               "ready; nothing else runs until one of them blocks on a weft primitive or yields. "
+               "Fibers holding the workers:%s\n%s"
+               "(a fiber that blocks its pthread in a system call, a std::mutex or a foreign "
+               "library holds its worker: raise --weft_concurrency or use weft's waits)\n",
+               tids.size(), static_cast<long long>(stalled_ns / 1000000), names.c_str(),
+               blocks.c_str());
+}
+
+void monitor_main(TaskControl* c) {
+  prctl(PR_SET_NAME, "weft_monitor");
+  // The default 50 us slack would stretch every tick by a fifth.
+  prctl(PR_SET_TIMERSLACK, 1000UL);
+  std::vector<WorkerSample> samples(TaskControl::kMaxWorkers);
+  std::vector<bthread_t> stuck_tids;
+  bool stall_reported = false;
+  for (;;) {
+    const timespec tick = base::ns_to_timespec(kMonitorTickNs);
+    nanosleep(&tick, nullptr);
+    if (everyone_parked(c)) {
+      sleep_while_everyone_parked(c);
+      stall_reported = false;
+      continue;
+    }
+    const int n = c->concurrency();
+    const int64_t now = base::monotonic_ns();
+    const int64_t stall_ns = static_cast<int64_t>(FLAGS_weft_worker_stall_warn_ms) * 1000000;
+    bool stranded = false;
+    bool work_queued = c->has_remote();
+    bool all_stalled = stall_ns > 0;
+    int64_t stalled_for = INT64_MAX;
+    stuck_tids.clear();
+    for (int i = 0; i < n; ++i) {
+      TaskGroup* g = c->group(i);
+      if (g == nullptr) {
+        all_stalled = false;
+        continue;
+      }
+      const uint64_t switches = g->nswitch.load(std::memory_order_relaxed);
+      const bool queued = g->queue_size_hint() != 0 || g->has_runnext();
+      work_queued = work_queued || queued;
+      WorkerSample& s = samples[static_cast<size_t>(i)];
+      if (switches != s.nswitch) {
+        s.nswitch = switches;
+        s.since_ns = now;
+        all_stalled = false;
+        continue;
+      }
+      if (queued) stranded = true;
+      const bthread_t tid = g->running_tid.load(std::memory_order_relaxed);
+      if (tid == 0 || now - s.since_ns < stall_ns) {
+        all_stalled = false;
+      } else {
+        stuck_tids.push_back(tid);
+        if (now - s.since_ns < stalled_for) stalled_for = now - s.since_ns;
+      }
+    }
+    // A searcher will find the fibers itself; otherwise wake one.
+    if (stranded && c->nsearching() == 0) c->wake_idle_worker();
+    if (all_stalled && work_queued) {
+      if (!stall_reported) report_stall(stuck_tids, stalled_for);
+      stall_reported = true;
+    } else {
+      stall_reported = false;
+    }
+  }
+}
+
+}  // namespace
+
+void start_worker_monitor(TaskControl* c) {
+  std::thread([c] { monitor_main(c); }).detach();
+}
+
+void worker_unparked() {
+  if (g_monitor_asleep.load(std::memory_order_seq_cst) != 0 &&
+      g_monitor_asleep.exchange(0, std::memory_order_seq_cst) == 1) {
+    base::futex_wake(&g_monitor_asleep, 1);
+  }
+}
+
+uint64_t worker_stalls() { return g_stalls.load(std::memory_order_relaxed); }
+
+}  // namespace weft::sched
