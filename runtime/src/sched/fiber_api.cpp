@@ -74,12 +74,14 @@ static constexpr uint64_t kShortSleepNs = 20 * 1000;
 
 static int short_sleep(TaskMeta* m, int64_t deadline) {
   for (;;) {
+    // errno through the opaque accessor: this loop yields, so the fiber
+    // may be on another pthread than in the previous round.
     if (m->stop.load(std::memory_order_acquire)) {
-      errno = ESTOP;
+      *weft::base::errno_location() = ESTOP;
       return -1;
     }
     if (m->interrupted.exchange(false, std::memory_order_acq_rel)) {
-      errno = EINTR;
+      *weft::base::errno_location() = EINTR;
       return -1;
     }
     if (weft::base::monotonic_ns() >= deadline) return 0;
@@ -107,13 +109,18 @@ int bthread_usleep(uint64_t microseconds) {
   if (g != nullptr && microseconds * 1000 <= kShortSleepNs) return short_sleep(m, deadline);
   // Nobody wakes the private sleep butex: only the deadline or an interrupt
   // ends the wait.
+  // A sleep that ends at its deadline succeeds and leaves the caller's
+  // errno as it was (the butex wait reports the deadline as ETIMEDOUT).
+  // errno is reached through the opaque accessor after each suspension.
+  const int saved_errno = *weft::base::errno_location();
   for (;;) {
     if (weft::wait::butex_wait_until(m->sleep_butex, 0, deadline) == 0) continue;
-    if (errno == ETIMEDOUT) return 0;
-    if (errno == EINTR) {
-      if (m->stop.load(std::memory_order_acquire)) errno = ESTOP;
-      return -1;
+    int* err = weft::base::errno_location();
+    if (*err == ETIMEDOUT) {
+      *err = saved_errno;
+      return 0;
     }
+    if (*err == EINTR && m->stop.load(std::memory_order_acquire)) *err = ESTOP;
     return -1;
   }
 }

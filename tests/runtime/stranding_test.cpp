@@ -1,0 +1,223 @@
+// A fiber made ready by a running fiber is never stranded behind a worker
+// whose pthread is blocked (or busy) while another worker is idle, and a
+// runtime whose every worker is held says so.
+#include <gflags/gflags.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "sched/worker_monitor.h"
+#include "test_util.h"
+#include "weft/bthread.h"
+#include "weft/butex.h"
+
+DECLARE_int32(weft_worker_stall_warn_ms);
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// A fiber parked on a butex until woken; then it runs `on_wake`.
+struct Sleeper {
+  void* butex = weft::butex_create();
+  std::atomic<bool> waiting{false};
+  std::atomic<bool> ran{false};
+  int pipe_write_fd = -1;
+
+  ~Sleeper() { weft::butex_destroy(butex); }
+
+  static void* main(void* arg) {
+    auto* s = static_cast<Sleeper*>(arg);
+    auto* word = static_cast<std::atomic<int>*>(s->butex);
+    s->waiting.store(true);
+    while (word->load() == 0) weft::butex_wait(s->butex, 0, nullptr);
+    s->ran.store(true);
+    if (s->pipe_write_fd >= 0) {
+      const char c = 'x';
+      EXPECT_EQ(write(s->pipe_write_fd, &c, 1), 1);
+    }
+    return nullptr;
+  }
+
+  // Wakes the sleeper from the calling fiber: it becomes ready on the
+  // caller's worker (its run-next slot), where nothing else would run it
+  // while the caller holds the worker.
+  void wake() {
+    static_cast<std::atomic<int>*>(butex)->store(1);
+    weft::butex_wake(butex);
+  }
+};
+
+void start_and_wait_until_parked(Sleeper* s, bthread_t* tid) {
+  ASSERT_EQ(bthread_start_background(tid, nullptr, &Sleeper::main, s), 0);
+  while (!s->waiting.load()) bthread_usleep(100);
+  // It set the flag just before butex_wait: give it time to be linked.
+  bthread_usleep(2000);
+}
+
+struct BlockedWakerResult {
+  bool woken_in_time = false;
+  double wait_ms = 0;
+};
+
+// The waker wakes the sleeper, then blocks its own pthread in poll(2) until
+// the sleeper writes to a pipe. With the sleeper stranded on the waker's
+// worker this never ends (poll gives up after 3 s).
+void* blocked_waker(void* arg) {
+  auto* result = static_cast<BlockedWakerResult*>(arg);
+  int fds[2];
+  EXPECT_EQ(pipe(fds), 0);
+  Sleeper s;
+  s.pipe_write_fd = fds[1];
+  bthread_t tid;
+  start_and_wait_until_parked(&s, &tid);
+  const auto start = Clock::now();
+  s.wake();
+  pollfd p{fds[0], POLLIN, 0};
+  result->woken_in_time = poll(&p, 1, 3000) == 1;
+  result->wait_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  bthread_join(tid, nullptr);
+  close(fds[0]);
+  close(fds[1]);
+  return nullptr;
+}
+
+TEST(NeverStranded, WokenFiberRunsWhileItsWakerBlocksThePthread) {
+  if (bthread_getconcurrency() < 2) GTEST_SKIP() << "needs an idle worker to run the woken fiber";
+  for (int round = 0; round < 10; ++round) {
+    BlockedWakerResult result;
+    bthread_t waker;
+    ASSERT_EQ(bthread_start_background(&waker, nullptr, blocked_waker, &result), 0);
+    ASSERT_EQ(bthread_join(waker, nullptr), 0);
+    ASSERT_TRUE(result.woken_in_time) << "round " << round << ": the woken fiber waited "
+                                      << result.wait_ms << " ms behind its blocked waker";
+  }
+}
+
+struct SpinningWakerResult {
+  bool woken_in_time = false;
+};
+
+// The waker wakes the sleeper, then computes without ever yielding until
+// the sleeper has run (or 3 s pass).
+void* spinning_waker(void* arg) {
+  auto* result = static_cast<SpinningWakerResult*>(arg);
+  Sleeper s;
+  bthread_t tid;
+  start_and_wait_until_parked(&s, &tid);
+  s.wake();
+  const auto give_up = Clock::now() + std::chrono::seconds(3);
+  while (!s.ran.load() && Clock::now() < give_up) {
+  }
+  result->woken_in_time = s.ran.load();
+  bthread_join(tid, nullptr);
+  return nullptr;
+}
+
+TEST(NeverStranded, FiberQueuedBehindAFiberThatNeverBlocksIsStolen) {
+  if (bthread_getconcurrency() < 2) GTEST_SKIP() << "needs an idle worker to run the woken fiber";
+  for (int round = 0; round < 10; ++round) {
+    SpinningWakerResult result;
+    bthread_t waker;
+    ASSERT_EQ(bthread_start_background(&waker, nullptr, spinning_waker, &result), 0);
+    ASSERT_EQ(bthread_join(waker, nullptr), 0);
+    ASSERT_TRUE(result.woken_in_time) << "round " << round;
+  }
+}
+
+// Fibers queued behind a yield-free loop via the ordinary queue (not the
+// run-next slot): a fiber started with BTHREAD_NOSIGNAL and never flushed
+// wakes nobody, so only the monitor can send it a thief.
+void* noop(void* arg) {
+  static_cast<std::atomic<bool>*>(arg)->store(true);
+  return nullptr;
+}
+
+void* spinner_with_unflushed_fiber(void* arg) {
+  auto* ok = static_cast<bool*>(arg);
+  std::atomic<bool> ran{false};
+  bthread_attr_t attr = BTHREAD_ATTR_NORMAL;
+  attr.flags |= BTHREAD_NOSIGNAL;
+  bthread_t tid;
+  EXPECT_EQ(bthread_start_background(&tid, &attr, noop, &ran), 0);
+  const auto give_up = Clock::now() + std::chrono::seconds(3);
+  while (!ran.load() && Clock::now() < give_up) {
+  }
+  *ok = ran.load();
+  bthread_join(tid, nullptr);
+  return nullptr;
+}
+
+TEST(NeverStranded, QueuedFiberBehindAFiberThatNeverBlocksIsStolen) {
+  if (bthread_getconcurrency() < 2) GTEST_SKIP() << "needs an idle worker to run the queued fiber";
+  for (int round = 0; round < 10; ++round) {
+    bool ok = false;
+    bthread_t spinner;
+    ASSERT_EQ(bthread_start_background(&spinner, nullptr, spinner_with_unflushed_fiber, &ok), 0);
+    ASSERT_EQ(bthread_join(spinner, nullptr), 0);
+    ASSERT_TRUE(ok) << "round " << round;
+  }
+}
+
+struct Holder {
+  std::atomic<int>* started;
+  std::atomic<bool>* release;
+};
+
+// Holds its worker's pthread (a plain sleep, as a blocking library would)
+// until released.
+void* hold_worker(void* arg) {
+  auto* h = static_cast<Holder*>(arg);
+  h->started->fetch_add(1);
+  const auto give_up = Clock::now() + std::chrono::seconds(5);
+  while (!h->release->load() && Clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return nullptr;
+}
+
+TEST(WorkerStall, EveryWorkerHeldWithWorkQueuedIsReportedOnceAndCounted) {
+  FLAGS_weft_worker_stall_warn_ms = 100;
+  const int n = bthread_getconcurrency();
+  std::atomic<int> started{0};
+  std::atomic<bool> release{false};
+  Holder holder{&started, &release};
+  std::vector<bthread_t> holders(static_cast<size_t>(n));
+  const uint64_t stalls_before = weft::sched::worker_stalls();
+  testing::internal::CaptureStderr();
+  for (auto& tid : holders)
+    ASSERT_EQ(bthread_start_background(&tid, nullptr, hold_worker, &holder), 0);
+  ASSERT_TRUE(weft::test::wait_until([&] { return started.load() == n; }));
+  // Work that cannot run: every worker is held.
+  std::atomic<bool> queued_ran{false};
+  bthread_t queued;
+  ASSERT_EQ(bthread_start_background(&queued, nullptr, noop, &queued_ran), 0);
+  const bool reported =
+      weft::test::wait_until([&] { return weft::sched::worker_stalls() > stalls_before; },
+                             std::chrono::milliseconds(3000));
+  // One report per episode, however long it lasts.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const uint64_t stalls_after = weft::sched::worker_stalls();
+  release.store(true);
+  for (bthread_t tid : holders) bthread_join(tid, nullptr);
+  bthread_join(queued, nullptr);
+  const std::string log = testing::internal::GetCapturedStderr();
+  FLAGS_weft_worker_stall_warn_ms = 1000;
+  ASSERT_TRUE(reported);
+  EXPECT_EQ(stalls_after, stalls_before + 1);
+  EXPECT_TRUE(queued_ran.load());
+  EXPECT_NE(log.find("have run the same fiber"), std::string::npos) << log;
+  for (bthread_t tid : holders) {
+    EXPECT_NE(log.find("fiber " + std::to_string(tid) + " running"), std::string::npos)
+        << "the warning names fiber " << tid << ":\n"
+        << log;
+  }
+}
+
+}  // namespace
