@@ -69,25 +69,25 @@ inline int64_t realtime_minus_monotonic() {
   RealtimeOffset& cell = realtime_offset_cell();
   const int64_t now = coarse_monotonic_ns();
   // Acquire pairs with the writer's release store of the even sequence:
-  // the fields read below are at least that writer's.
+  // the fields read below are at least that writer's. The fields are read
+  // with acquire too, which keeps the re-read of the sequence after them and
+  // pairs with the writer's release stores of the fields: a reader that sees
+  // a field written after the writer claimed the odd sequence also sees the
+  // odd sequence (or a later one) in its re-read, and discards what it read.
+  // (No fences: ThreadSanitizer does not model them.)
   uint64_t s1 = cell.seq.load(std::memory_order_acquire);
   if ((s1 & 1) == 0) {
-    const int64_t at = cell.computed_at.load(std::memory_order_relaxed);
-    const int64_t offset = cell.offset.load(std::memory_order_relaxed);
-    // Orders the field loads before the re-read of the sequence.
-    std::atomic_thread_fence(std::memory_order_acquire);
+    const int64_t at = cell.computed_at.load(std::memory_order_acquire);
+    const int64_t offset = cell.offset.load(std::memory_order_acquire);
     const uint64_t s2 = cell.seq.load(std::memory_order_relaxed);
     if (s1 == s2 && at >= 0 && now - at <= 100 * 1000 * 1000) return offset;
   }
   const int64_t fresh = realtime_ns() - monotonic_ns();
-  if ((s1 & 1) == 0 &&
-      cell.seq.compare_exchange_strong(s1, s1 + 1, std::memory_order_acquire,
-                                       std::memory_order_relaxed)) {
-    // A reader whose field loads see our stores below also sees the odd
-    // sequence (its acquire fence pairs with this one) and discards them.
-    std::atomic_thread_fence(std::memory_order_release);
-    cell.offset.store(fresh, std::memory_order_relaxed);
-    cell.computed_at.store(now, std::memory_order_relaxed);
+  if ((s1 & 1) == 0 && cell.seq.compare_exchange_strong(s1, s1 + 1, std::memory_order_relaxed,
+                                                        std::memory_order_relaxed)) {
+    // Release: the odd sequence is visible to whoever reads these fields.
+    cell.offset.store(fresh, std::memory_order_release);
+    cell.computed_at.store(now, std::memory_order_release);
     // Release: a reader that sees the new even sequence sees both fields.
     cell.seq.store(s1 + 2, std::memory_order_release);
   }
