@@ -4,6 +4,7 @@
 #include <gflags/gflags.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <weft/bthread.h>
 #include <weft/butex.h>
@@ -194,16 +195,23 @@ TEST(FiberDumpTest, AFiberWhoseSlotIsReusedMidDumpIsNotWalkedWithTheNewStack) {
 // In a death-test child: stderr goes to a pipe nobody reads, so the dump
 // thread soon blocks writing a dump and the signal pipe fills. The handler
 // must then drop requests instead of blocking, and leave errno alone.
+// Leaves without flushing stdio: the stuck dump thread holds stderr's lock
+// (TSan's _exit flushes streams first and would wait for it for ever).
+[[noreturn]] void exit_now(int code) {
+  syscall(SYS_exit_group, code);
+  _exit(code);
+}
+
 void raise_dump_signals_with_the_dump_thread_stuck() {
   int sink[2];
-  if (pipe(sink) != 0 || dup2(sink[1], STDERR_FILENO) < 0) _exit(10);
+  if (pipe(sink) != 0 || dup2(sink[1], STDERR_FILENO) < 0) exit_now(10);
   FLAGS_weft_fiber_dump_signal = SIGUSR2;
   weft::observe::install_fiber_dump_signal();
   struct sigaction sa;
-  if (sigaction(SIGUSR2, nullptr, &sa) != 0) _exit(11);
+  if (sigaction(SIGUSR2, nullptr, &sa) != 0) exit_now(11);
   // Workers run on small alternate stacks; a fiber's stack may be nearly
   // full when the signal lands.
-  if (!(sa.sa_flags & SA_ONSTACK)) _exit(2);
+  if (!(sa.sa_flags & SA_ONSTACK)) exit_now(2);
   std::atomic<int> done{0};
   std::atomic<int> clobbered{0};
   std::thread raiser([&] {
@@ -215,10 +223,10 @@ void raise_dump_signals_with_the_dump_thread_stuck() {
     done.store(1);
   });
   if (!weft::test::wait_until([&] { return done.load() == 1; }, std::chrono::milliseconds(30000))) {
-    _exit(3);  // blocked in the handler
+    exit_now(3);  // blocked in the handler
   }
   raiser.join();
-  _exit(clobbered.load() == 0 ? 0 : 4);
+  exit_now(clobbered.load() == 0 ? 0 : 4);
 }
 
 TEST(FiberDumpDeathTest, DumpSignalHandlerNeverBlocksKeepsErrnoAndUsesTheAltStack) {
