@@ -1,8 +1,17 @@
 # Warning and sanitizer settings, applied PRIVATE to each of weft's own
 # targets so that nothing leaks into a consumer's build.
+include(CheckCXXCompilerFlag)
+check_cxx_compiler_flag(-fstack-clash-protection WEFT_HAVE_STACK_CLASH_PROTECTION)
+
 function(weft_target_options target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wshadow -Wnon-virtual-dtor
                          -Wno-unused-parameter)
+  # Fiber stacks sit side by side in slabs, each behind a guard: a frame
+  # larger than a page must touch every page it allocates, so that it
+  # faults in the guard instead of jumping over it into the neighbour.
+  if(WEFT_HAVE_STACK_CLASH_PROTECTION)
+    target_compile_options(${target} PRIVATE -fstack-clash-protection)
+  endif()
   if(WEFT_WERROR)
     target_compile_options(${target} PRIVATE -Werror)
   endif()

@@ -40,7 +40,8 @@ Socket::WriteRequest* const Socket::WriteRequest::UNCONNECTED =
 // every request through malloc's slow paths (about 20% of the time with 8
 // writers of 16-byte messages). A thread's list that reaches kLocalMax
 // moves, whole, to a global list of batches, from which empty lists refill. No call
-// suspends between taking and using a list, so fibers migrating between
+// suspends between taking and using a list, and the list is always found
+// through local_requests() (never inlined), so fibers migrating between
 // threads is harmless. ASan builds use plain new/delete so use-after-free
 // of a request stays detectable.
 namespace {
@@ -68,10 +69,15 @@ void delete_list(WriteRequest* head) {
   }
 }
 
+// Set once this thread's LocalRequests was destroyed (thread exit);
+// trivially destructible, so it outlives the list.
+thread_local bool tls_requests_gone = false;
+
 struct LocalRequests {
   WriteRequest* head = nullptr;
   size_t n = 0;
   ~LocalRequests() {
+    tls_requests_gone = true;
     std::lock_guard<std::mutex> guard(g_batches_mu);
     if (global_batches().size() < kMaxGlobalBatches) {
       global_batches().push_back(Batch{head, n});
@@ -84,13 +90,28 @@ struct LocalRequests {
 };
 thread_local LocalRequests tls_requests;
 
+// The calling thread's list, or nullptr once it was destroyed (a
+// thread_local destructor writing to a socket): callers then use plain
+// new/delete rather than revive a list nobody would hand back. Not inlined,
+// and the empty asm makes each call read the thread pointer afresh: New and
+// Delete run in fibers, which may resume on another pthread after any
+// suspension, and an inlined accessor lets the compiler reuse a TLS address
+// computed earlier in the caller.
+WEFT_NOINLINE LocalRequests* local_requests() {
+  asm volatile("" ::: "memory");
+  if (WEFT_UNLIKELY(tls_requests_gone)) return nullptr;
+  return &tls_requests;
+}
+
 }  // namespace
 
 Socket::WriteRequest* Socket::WriteRequest::New() {
 #if defined(WEFT_ASAN)
   return new (std::nothrow) WriteRequest;
 #else
-  LocalRequests& local = tls_requests;
+  LocalRequests* const list = local_requests();
+  if (WEFT_UNLIKELY(list == nullptr)) return new (std::nothrow) WriteRequest;
+  LocalRequests& local = *list;
   if (local.head == nullptr) {
     std::lock_guard<std::mutex> guard(g_batches_mu);
     if (!global_batches().empty()) {
@@ -116,7 +137,12 @@ void Socket::WriteRequest::Delete(WriteRequest* req) {
   req->id_wait = INVALID_BTHREAD_ID;
   req->socket = nullptr;
   req->accounted = 0;
-  LocalRequests& local = tls_requests;
+  LocalRequests* const list = local_requests();
+  if (WEFT_UNLIKELY(list == nullptr)) {
+    delete req;
+    return;
+  }
+  LocalRequests& local = *list;
   req->pool_next = local.head;
   local.head = req;
   if (++local.n < kLocalMax) return;

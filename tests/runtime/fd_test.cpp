@@ -9,6 +9,8 @@
 #include <weft/bthread.h>
 
 #include <atomic>
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -112,6 +114,56 @@ TEST(FdTest, PthreadCallersBlockNormally) {
   WaitArg ready{pair.fds[0], EPOLLIN};
   wait_fd(&ready);
   EXPECT_EQ(0, ready.rc.load());
+}
+
+// A BTHREAD_ATTR_PTHREAD fiber blocked in an fd wait: `end` must end the
+// wait with `want`. If it does not, a byte from the peer releases the
+// waiter so the test fails instead of hanging.
+void expect_pthread_fiber_wait_ends(Pair* pair, int want, const std::function<void(bthread_t)>& end) {
+  WaitArg arg{pair->fds[0], EPOLLIN};
+  bthread_t tid;
+  ASSERT_EQ(0, bthread_start_background(&tid, &BTHREAD_ATTR_PTHREAD, wait_fd, &arg));
+  ASSERT_TRUE(weft::test::wait_until([&] { return arg.started.load() == 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // let it block
+  EXPECT_EQ(1, arg.rc.load());
+  end(tid);
+  const bool ended =
+      weft::test::wait_until([&] { return arg.rc.load() != 1; }, std::chrono::milliseconds(5000));
+  if (!ended) {
+    ASSERT_EQ(1, write(pair->fds[1], "u", 1));
+  }
+  ASSERT_EQ(0, bthread_join(tid, nullptr));
+  EXPECT_TRUE(ended) << "the wait did not end";
+  EXPECT_EQ(-1, arg.rc.load());
+  EXPECT_EQ(want, arg.err.load());
+}
+
+TEST(FdTest, PthreadFiberFdWaitEndsWithEintrOnInterrupt) {
+  Pair pair;
+  expect_pthread_fiber_wait_ends(&pair, EINTR, [](bthread_t t) { ASSERT_EQ(0, bthread_interrupt(t)); });
+}
+
+TEST(FdTest, PthreadFiberFdWaitEndsWithEintrOnStop) {
+  Pair pair;
+  expect_pthread_fiber_wait_ends(&pair, EINTR, [](bthread_t t) { ASSERT_EQ(0, bthread_stop(t)); });
+}
+
+TEST(FdTest, PthreadFiberFdWaitEndsWithEbadfOnBthreadClose) {
+  Pair pair;
+  const int fd = pair.fds[0];
+  expect_pthread_fiber_wait_ends(&pair, EBADF, [fd](bthread_t) { ASSERT_EQ(0, bthread_close(fd)); });
+  pair.fds[0] = -1;
+}
+
+TEST(FdTest, PthreadFiberFdWaitWakesOnData) {
+  Pair pair;
+  WaitArg arg{pair.fds[0], EPOLLIN};
+  bthread_t tid;
+  ASSERT_EQ(0, bthread_start_background(&tid, &BTHREAD_ATTR_PTHREAD, wait_fd, &arg));
+  ASSERT_TRUE(weft::test::wait_until([&] { return arg.started.load() == 1; }));
+  ASSERT_EQ(1, write(pair.fds[1], "d", 1));
+  ASSERT_EQ(0, bthread_join(tid, nullptr));
+  EXPECT_EQ(0, arg.rc.load());
 }
 
 TEST(FdTest, WaitingFibersDoNotHoldTheirWorkers) {

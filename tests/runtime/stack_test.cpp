@@ -24,7 +24,9 @@
 #include <vector>
 
 #include "base/compiler.h"
+#include "sched/fiber_lifecycle.h"
 #include "sched/stack_pool.h"
+#include "sched/task_meta.h"
 #include "test_util.h"
 
 DECLARE_int64(weft_max_fibers);
@@ -325,6 +327,89 @@ void overflow_a_small_fiber() {
 
 TEST(StackDeathTest, OverflowingASmallStackDiesWithAClearMessage) {
   EXPECT_DEATH(overflow_a_small_fiber(), "fiber stack overflow");
+}
+
+// ---- guards against large frames ----
+
+volatile char g_sink = 0;
+
+// Writes the lowest byte of a frame (the one nearest the stack pointer).
+WEFT_NOINLINE void touch_lowest(volatile char* frame) { frame[0] = 1; }
+
+// One frame of `kBytes`, touched only at its two ends: without probing,
+// the stack pointer moves by kBytes at once and the first write lands
+// kBytes below the caller.
+template <size_t kBytes>
+WEFT_NOINLINE void big_frame() {
+  volatile char frame[kBytes];
+  touch_lowest(frame);
+  frame[kBytes - 1] = 2;
+  g_sink = frame[kBytes - 1];
+}
+
+// Recurses in small frames until fewer than `left` bytes of the fiber's
+// stack remain, then calls `leaf`.
+WEFT_NOINLINE void descend(const char* bottom, size_t left, void (*leaf)()) {
+  volatile char pad[128];
+  pad[0] = 0;
+  if (static_cast<size_t>(const_cast<char*>(&pad[0]) - bottom) > left) {
+    descend(bottom, left, leaf);
+  } else {
+    leaf();
+  }
+  g_sink = pad[0];
+}
+
+template <size_t kBytes>
+void* overflow_by_one_frame(void*) {
+  const char* bottom = static_cast<const char*>(weft::sched::current_fiber()->stack.bottom);
+  descend(bottom, 1024, &big_frame<kBytes>);
+  return nullptr;
+}
+
+// In a death-test child. The first fiber's stack is the lower neighbour of
+// the second's (a slab hands out stacks in address order), so without a
+// guard as large as the frame, the second fiber's frame lands in the first
+// fiber's stack and nothing faults.
+template <size_t kBytes>
+void overflow_into_the_neighbour() {
+  Blockers* neighbour = new Blockers;  // never released: the child exits
+  if (neighbour->start(&BTHREAD_ATTR_SMALL) != 0 || !neighbour->all_started()) _exit(3);
+  bthread_t tid;
+  if (bthread_start_background(&tid, &BTHREAD_ATTR_SMALL, overflow_by_one_frame<kBytes>, nullptr) !=
+      0) {
+    _exit(3);
+  }
+  bthread_join(tid, nullptr);
+  std::fprintf(stderr, "a %zu KiB frame ran past the stack without faulting\n", kBytes / 1024);
+  _exit(4);
+}
+
+TEST(StackDeathTest, AnEightKibFrameOverflowHitsTheGuardNotTheNeighbour) {
+  EXPECT_DEATH(overflow_into_the_neighbour<8 * 1024>(), "fiber stack overflow");
+}
+
+TEST(StackDeathTest, ASixtyKibFrameOverflowHitsTheGuardNotTheNeighbour) {
+  EXPECT_DEATH(overflow_into_the_neighbour<60 * 1024>(), "fiber stack overflow");
+}
+
+TEST(StackTest, GuardHitRecognisesTheWholeGuardBelowAStack) {
+  struct Probe {
+    void* bottom = nullptr;
+    std::atomic<int> done{0};
+  } probe;
+  bthread_t tid;
+  ASSERT_EQ(0, bthread_start_background(&tid, &BTHREAD_ATTR_SMALL, [](void* a) -> void* {
+    static_cast<Probe*>(a)->bottom = weft::sched::current_fiber()->stack.bottom;
+    return nullptr;
+  }, &probe));
+  ASSERT_EQ(0, bthread_join(tid, nullptr));
+  const char* bottom = static_cast<const char*>(probe.bottom);
+  size_t size = 0;
+  EXPECT_TRUE(weft::sched::stack_guard_hit(bottom - 1, &size));
+  EXPECT_EQ(weft::sched::stack_usable_size(weft::sched::kStackSmall), size);
+  EXPECT_TRUE(weft::sched::stack_guard_hit(bottom - 64 * 1024, &size));
+  EXPECT_FALSE(weft::sched::stack_guard_hit(bottom, &size));
 }
 
 }  // namespace

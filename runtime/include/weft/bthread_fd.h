@@ -2,8 +2,11 @@
 // API of weft/bthread.h, which includes this header).
 //
 // A fiber that waits is suspended; its worker keeps running other fibers.
-// The readiness poller runs on its own pthread, never on a worker. A pthread
-// caller blocks in poll(2). Functions return 0, or -1 with errno.
+// The readiness poller runs on its own pthread, never on a worker. A
+// BTHREAD_ATTR_PTHREAD fiber blocks its own pthread but is otherwise served
+// like any fiber (interrupts, bthread_close). A plain pthread caller blocks
+// in poll(2) and is neither interruptible nor woken by bthread_close.
+// Functions return 0, or -1 with errno.
 #ifndef WEFT_BTHREAD_FD_H_
 #define WEFT_BTHREAD_FD_H_
 
@@ -17,7 +20,11 @@ extern "C" {
 // Waits until `fd` is ready for `epoll_events` (EPOLLIN, EPOLLOUT, ...).
 // errno: EINTR (the fiber was interrupted or stopped), EBADF (closed with
 // bthread_close while waiting), or epoll_ctl's errors (EINVAL, EPERM for a
-// regular file, ...). One fiber at a time may wait on a given fd.
+// regular file, ...). One fiber at a time may wait on a given fd. The fd
+// stays registered with the poller between waits (re-arming is one
+// epoll_ctl); close it with bthread_close, which drops the registration. A
+// plain close() works too: the kernel drops it, and the next wait on a
+// reused fd number registers afresh.
 int bthread_fd_wait(int fd, unsigned epoll_events);
 
 // As bthread_fd_wait; ETIMEDOUT when `abstime` (CLOCK_REALTIME; NULL:

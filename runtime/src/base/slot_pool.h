@@ -48,7 +48,8 @@ class SlotPool {
     return idx;
   }
 
-  // Returns `idx` for reuse. Any thread.
+  // Returns `idx` for reuse. Any thread, and a fiber just resumed from a
+  // wait (the cache is found afresh on each call).
   void free(uint32_t idx) {
     if (WEFT_UNLIKELY(tls_cache_gone())) {
       // This thread is exiting (e.g. an atexit handler joining a fiber after
@@ -86,7 +87,14 @@ class SlotPool {
 
   // Set when the calling thread's LocalCache was destroyed (thread exit);
   // trivially destructible, so it outlives the cache.
-  static bool& tls_cache_gone() {
+  //
+  // This and local_cache_storage() are never inlined, and the empty asm
+  // makes each call read the thread pointer afresh: free() runs after a
+  // join wait, from which the fiber may resume on another pthread, and a
+  // compiler that inlined the accessor could reuse the TLS address it
+  // computed before the wait (the cache of the pthread the fiber left).
+  WEFT_NOINLINE static bool& tls_cache_gone() {
+    asm volatile("" ::: "memory");
     static thread_local bool gone = false;
     return gone;
   }
@@ -113,7 +121,9 @@ class SlotPool {
 
   SlotPool() = default;
 
-  static LocalCache& local_cache_storage() {
+  // Not inlined, for the reason given at tls_cache_gone().
+  WEFT_NOINLINE static LocalCache& local_cache_storage() {
+    asm volatile("" ::: "memory");
     static thread_local LocalCache cache;
     return cache;
   }

@@ -1,6 +1,8 @@
 // bthread_fd_*: fibers wait for fd readiness on a per-fd butex; one poller
 // pthread (not a worker) runs epoll_wait and bumps the butex of every ready
-// fd. Registrations are EPOLLONESHOT: each wait arms the fd once.
+// fd. Registrations are EPOLLONESHOT: each wait arms the fd once, with
+// EPOLL_CTL_MOD once the fd is known to be registered. BTHREAD_ATTR_PTHREAD
+// fibers wait the same way (only plain pthreads use poll(2)).
 //
 // Per-fd records live in a two-level table and are never freed, so the
 // poller may touch the record of an fd that was closed meanwhile.
@@ -17,7 +19,8 @@
 #include <thread>
 
 #include "base/time_util.h"
-#include "sched/task_group.h"
+#include "sched/fiber_lifecycle.h"
+#include "sched/task_meta.h"
 #include "wait/butex_internal.h"
 #include "weft/bthread.h"
 
@@ -31,6 +34,13 @@ constexpr int kBlocks = 1 << 12;  // fds up to 16M
 struct FdRecord {
   wait::Butex* events = nullptr;      // word bumped by the poller and by close
   std::atomic<int> close_seq{0};      // bumped by bthread_close
+  // Whether the fd is (believed to be) in the poller's epoll set, so the
+  // next wait re-arms it with one EPOLL_CTL_MOD instead of a failing ADD.
+  // Only a hint, hence relaxed: the kernel drops a registration when the
+  // file is closed behind our back (plain close()), and bthread_close can
+  // race a waiter; arm() falls back from MOD to ADD on ENOENT and from ADD
+  // to MOD on EEXIST, so a wrong hint costs one syscall, never a wait.
+  std::atomic<bool> registered{false};
 };
 
 struct FdBlock {
@@ -106,6 +116,30 @@ class Poller {
   std::atomic<int> epfd_{-1};
 };
 
+// Arms `fd` once (EPOLLONESHOT) for `events`. 0, or -1 with errno.
+int arm(int epfd, int fd, FdRecord* r, unsigned events) {
+  epoll_event ev;
+  ev.events = events | EPOLLONESHOT;
+  ev.data.u64 = static_cast<uint64_t>(fd);
+  const bool registered = r->registered.load(std::memory_order_relaxed);
+  const int first = registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+  if (epoll_ctl(epfd, first, fd, &ev) != 0) {
+    const int again = registered ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+    if (errno != (registered ? ENOENT : EEXIST) || epoll_ctl(epfd, again, fd, &ev) != 0) {
+      return -1;
+    }
+  }
+  r->registered.store(true, std::memory_order_relaxed);
+  return 0;
+}
+
+void disarm(int epfd, int fd, FdRecord* r) {
+  r->registered.store(false, std::memory_order_relaxed);
+  epoll_ctl(epfd, EPOLL_CTL_DEL, fd, nullptr);
+}
+
+// A plain pthread (not running a fiber): nobody can interrupt it, so it
+// simply blocks in poll(2).
 int wait_in_pthread(int fd, unsigned events, const timespec* abstime) {
   pollfd p{fd, static_cast<short>(events & 0xffff), 0};
   for (;;) {
@@ -131,7 +165,13 @@ int wait_in_pthread(int fd, unsigned events, const timespec* abstime) {
   }
 }
 
-int wait_in_fiber(int fd, unsigned events, const timespec* abstime) {
+// A fiber, on a worker or on its own pthread (BTHREAD_ATTR_PTHREAD): it
+// waits on the fd's butex, which the poller bumps on readiness and
+// bthread_close bumps on close, so both kinds end the wait the same way on
+// bthread_interrupt/bthread_stop (EINTR; the butex's pthread waiters honour
+// the fiber's interrupt token) and on bthread_close (EBADF). `self` is the
+// calling fiber.
+int wait_as_fiber(int fd, unsigned events, const timespec* abstime, sched::TaskMeta* self) {
   FdRecord* r = record_of(fd);
   if (r == nullptr) {
     errno = EBADF;
@@ -143,15 +183,9 @@ int wait_in_fiber(int fd, unsigned events, const timespec* abstime) {
   // Read the sequence before arming: an event between arming and waiting
   // moves it, and the wait returns at once.
   const int seq = r->events->value.load(std::memory_order_acquire);
-  epoll_event ev;
-  ev.events = events | EPOLLONESHOT;
-  ev.data.u64 = static_cast<uint64_t>(fd);
   const int epfd = Poller::instance().epfd();
   if (epfd < 0) return -1;
-  if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-    if (errno != EEXIST || epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) != 0) return -1;
-  }
-  sched::TaskMeta* self = sched::TaskGroup::current()->current_task();
+  if (arm(epfd, fd, r, events) != 0) return -1;
   self->wait_fd.store(fd, std::memory_order_relaxed);
   const int rc = wait::butex_wait_until(r->events, seq, deadline);
   const int err = errno;
@@ -163,7 +197,7 @@ int wait_in_fiber(int fd, unsigned events, const timespec* abstime) {
   if (rc == 0 || err == EWOULDBLOCK) return 0;
   // Timed out or interrupted: disarm so a later event does not wake the
   // next waiter of this fd spuriously.
-  epoll_ctl(epfd, EPOLL_CTL_DEL, fd, nullptr);
+  disarm(epfd, fd, r);
   errno = err;
   return -1;
 }
@@ -182,8 +216,8 @@ int bthread_fd_timedwait(int fd, unsigned epoll_events, const struct timespec* a
     errno = EINVAL;
     return -1;
   }
-  weft::sched::TaskGroup* g = weft::sched::TaskGroup::current();
-  if (g != nullptr && g->running_fiber()) return weft::fd::wait_in_fiber(fd, epoll_events, abstime);
+  weft::sched::TaskMeta* self = weft::sched::current_fiber();
+  if (self != nullptr) return weft::fd::wait_as_fiber(fd, epoll_events, abstime, self);
   return weft::fd::wait_in_pthread(fd, epoll_events, abstime);
 }
 
@@ -213,7 +247,7 @@ int bthread_connect(int sockfd, const struct sockaddr* addr, socklen_t addrlen) 
 int bthread_close(int fd) {
   weft::fd::FdRecord* r = weft::fd::record_of(fd);
   if (r != nullptr) {
-    epoll_ctl(weft::fd::Poller::instance().epfd(), EPOLL_CTL_DEL, fd, nullptr);
+    weft::fd::disarm(weft::fd::Poller::instance().epfd(), fd, r);
     r->close_seq.fetch_add(1, std::memory_order_release);
     weft::fd::wake(r);
   }

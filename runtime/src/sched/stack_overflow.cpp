@@ -1,4 +1,4 @@
-// A fiber that runs off the end of its stack lands in the guard page below
+// A fiber that runs off the end of its stack lands in the guard below
 // it. Instead of an anonymous SIGSEGV (or, in brpc's case, sometimes a hang),
 // weft prints which stack overflowed and how to fix it, then lets the default
 // action crash the process with a core dump. The handler runs on an
@@ -39,7 +39,7 @@ void on_segv(int sig, siginfo_t* info, void* uctx) {
   if (info != nullptr && stack_guard_hit(info->si_addr, &stack_size)) {
     write_str("weft: fiber stack overflow: a fiber ran past the end of its ");
     write_num(stack_size / 1024);
-    write_str(" KiB stack into the guard page. Start it with a larger attr (BTHREAD_ATTR_NORMAL "
+    write_str(" KiB stack into its guard. Start it with a larger attr (BTHREAD_ATTR_NORMAL "
               "or BTHREAD_ATTR_LARGE) or raise --weft_stack_size_small/normal/large.\n");
     signal(SIGSEGV, SIG_DFL);
     return;  // the faulting instruction re-runs and the default action ends the process

@@ -1,12 +1,13 @@
 // Fiber stacks: pooled per size class, carved from large slabs, each with a
-// guard page below it.
+// 64 KiB guard below it (reserved address space, never memory), so a large
+// frame cannot jump over the guard into the neighbouring stack.
 //
-// One mprotect'ed guard page splits a mapping in two, so brpc-style guarded
+// One mprotect'ed guard splits a mapping in two, so brpc-style guarded
 // stacks cost two kernel mappings each and ~32,000 of them exhaust Linux's
 // default vm.max_map_count (65,530). On Linux >= 6.13 weft installs guards
 // with madvise(MADV_GUARD_INSTALL), which does not split the mapping: a
-// slab of 64 small stacks is one mapping. Older kernels fall back to
-// mprotect. See runtime/README.md.
+// slab of 64 small stacks is one mapping, whatever the guard size. Older
+// kernels fall back to mprotect. See runtime/README.md.
 #ifndef WEFT_SCHED_STACK_POOL_H_
 #define WEFT_SCHED_STACK_POOL_H_
 
@@ -36,7 +37,7 @@ size_t stack_usable_size(int cls);
 // "madvise" or "mprotect": how guard pages are installed on this kernel.
 const char* stack_guard_mode();
 
-// If `addr` lies in the guard page of a pooled stack, stores that stack's
+// If `addr` lies anywhere in the guard below a pooled stack, stores that stack's
 // usable size and returns true. Async-signal-safe.
 bool stack_guard_hit(const void* addr, size_t* stack_size);
 
