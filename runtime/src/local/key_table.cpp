@@ -5,6 +5,7 @@
 #include "local/key_table.h"
 
 #include <errno.h>
+#include <limits.h>
 
 #include <atomic>
 #include <mutex>
@@ -22,9 +23,10 @@ namespace {
 constexpr uint32_t kSubSize = 32;
 constexpr uint32_t kSubCount = 32;
 constexpr uint32_t kMaxKeys = kSubSize * kSubCount;
-// Destructors may set values again; like pthreads, give up after a few
-// rounds.
-constexpr int kDestructorRounds = 4;
+// Destructors may set values again; like pthreads, give up after
+// PTHREAD_DESTRUCTOR_ITERATIONS rounds (values still set then are left to
+// their owners, as pthreads do).
+constexpr int kDestructorRounds = PTHREAD_DESTRUCTOR_ITERATIONS;
 
 struct KeyInfo {
   // Odd while the key is alive. Written under g_registry_mu; read lock-free
@@ -84,7 +86,11 @@ class KeyTable {
     return 0;
   }
 
-  // Runs destructors of live keys for non-null values, as pthreads do.
+  // Runs destructors of live keys for non-null values, as pthreads do:
+  // rounds over this same table, each value cleared just before its
+  // destructor runs. The caller keeps the table installed as the current
+  // one (fiber or pthread) meanwhile, so destructors read the values not yet
+  // destroyed and values they set are destroyed in the next round.
   void destroy_values() {
     for (int round = 0; round < kDestructorRounds; ++round) {
       bool any = false;
@@ -144,6 +150,7 @@ thread_local KeyTable* tls_pthread_table = nullptr;
 
 struct PthreadTableReaper {
   ~PthreadTableReaper() {
+    // Still installed while destructors run (see destroy_values()).
     if (tls_pthread_table != nullptr) destroy_table(tls_pthread_table);
     tls_pthread_table = nullptr;
   }
@@ -173,16 +180,22 @@ KeyTable* current_table(bool create) {
 void on_fiber_exit(sched::TaskMeta* m) {
   KeyTable* t = m->keytable;
   if (t == nullptr) return;
-  m->keytable = nullptr;
   PoolImpl* impl = pool_impl(m->attr.keytable_pool);
   if (impl != nullptr) {
     std::lock_guard<std::mutex> guard(impl->mu);
     if (!impl->destroyed) {
+      m->keytable = nullptr;
       impl->tables.push_back(t);
       return;
     }
   }
+  // The table stays the fiber's while its destructors run (on the fiber's
+  // own stack, so nothing else reads m->keytable meanwhile): a destructor's
+  // getspecific sees the values not destroyed yet, and its setspecific lands
+  // in this table, for the next round, instead of in a new table nobody
+  // would free.
   destroy_table(t);
+  m->keytable = nullptr;
 }
 
 }  // namespace weft::local
