@@ -47,15 +47,15 @@ using TimerPool = base::SlotPool<TimerTask>;
 
 struct alignas(64) Bucket {
   base::SpinLock lock;
-  TimerTask* head = nullptr;  // guarded by lock
-  size_t count = 0;           // guarded by lock: timers in the list
-  bool drain_asked = false;   // guarded by lock: since the last drain
+  TimerTask* head = nullptr;            // guarded by lock
+  size_t count = 0;                     // guarded by lock: timers in the list
+  bool drain_asked = false;             // guarded by lock: since the last drain
   int64_t nearest = base::kNoDeadline;  // guarded by lock
   // For timers_pending(): adds and successful dels by the threads that use
   // this bucket. Kept here, not in one shared word, so adders on different
   // buckets never share a cache line.
-  int64_t added = 0;                 // guarded by lock
-  std::atomic<int64_t> deleted{0};   // relaxed
+  int64_t added = 0;                // guarded by lock
+  std::atomic<int64_t> deleted{0};  // relaxed
   // Successful dels that found the task taken by the timer thread (so
   // possibly in its heap). The release increment pairs with the acquire
   // load in maybe_compact(): a counted deletion's CAS is visible to it.
