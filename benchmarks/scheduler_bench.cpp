@@ -589,6 +589,16 @@ void BM_clock_gettime_pair(benchmark::State& state) {
   }
 }
 
+// The yardstick timer add+del is read against in the same run: one
+// uncontended lock+unlock of a std::mutex (two atomic read-modify-writes).
+void BM_std_mutex_lock_unlock(benchmark::State& state) {
+  std::mutex mu;
+  for (auto _ : state) {
+    mu.lock();
+    mu.unlock();
+  }
+}
+
 void BM_weft_timer_add_del_pthread(benchmark::State& state) {
   timer_add_del_loop(state);
   set_workers(state);
@@ -783,6 +793,8 @@ void register_benchmarks() {
   RegisterBenchmark("weft/timer_add_del/from_fiber", BM_weft_timer_add_del_fiber)
       ->UseRealTime()->MeasureProcessCPUTime();
   RegisterBenchmark("baseline/clock_gettime_realtime_monotonic", BM_clock_gettime_pair)
+      ->UseRealTime();
+  RegisterBenchmark("baseline/std_mutex_lock_unlock_uncontended", BM_std_mutex_lock_unlock)
       ->UseRealTime();
 
   // 6. Sleep latency.

@@ -180,6 +180,24 @@ void BM_weft_getspecific_fiber(benchmark::State& state) {
 }
 BENCHMARK(BM_weft_getspecific_fiber)->Name("weft/getspecific_in_fiber")->UseManualTime();
 
+void BM_weft_setspecific_fiber(benchmark::State& state) {
+  for (auto _ : state) {
+    const long n = 1000000;
+    const double secs = run_fibers(1, [&](int) {
+      int v = 0;
+      for (long i = 0; i < n; ++i) {
+        bthread_setspecific(g_key, &v);
+        benchmark::ClobberMemory();
+      }
+    });
+    state.SetIterationTime(secs);
+  }
+  state.counters["ns_per_set"] = benchmark::Counter(
+      static_cast<double>(state.iterations()) * 1000000.0,
+      benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+BENCHMARK(BM_weft_setspecific_fiber)->Name("weft/setspecific_in_fiber")->UseManualTime();
+
 void BM_thread_local_get(benchmark::State& state) {
   int v = 0;
   tls_value = &v;

@@ -2,10 +2,13 @@
 // versioned keys, and keytable pools.
 #include <errno.h>
 #include <gtest/gtest.h>
+#include <limits.h>
 #include <weft/bthread.h>
 
 #include <atomic>
+#include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "test_util.h"
@@ -153,6 +156,144 @@ TEST(KeyTest, DestructorsRunOnlyForLiveKeys) {
   ASSERT_EQ(0, bthread_join(tid, nullptr));
   EXPECT_EQ(0, g_destroyed.load());  // deleted key: no destructor (as pthreads)
   delete arg.value;
+}
+
+// ---- destructors, as pthreads run them ----
+//
+// Up to PTHREAD_DESTRUCTOR_ITERATIONS rounds over the fiber's (or pthread's)
+// own table: a value a destructor sets is destroyed in the next round, and
+// other keys keep their values until their own destructor runs.
+
+struct DtorKeys {
+  bthread_key_t first;   // its destructor sets `second`
+  bthread_key_t second;  // its destructor counts and frees
+  std::atomic<int> second_destroyed{0};
+};
+DtorKeys* g_dtor_keys = nullptr;
+
+void first_dtor_sets_second(void* p) {
+  delete static_cast<int*>(p);
+  EXPECT_EQ(0, bthread_setspecific(g_dtor_keys->second, new int(2)));
+}
+void second_dtor_counts(void* p) {
+  delete static_cast<int*>(p);
+  g_dtor_keys->second_destroyed.fetch_add(1);
+}
+
+class KeyDestructors : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    g_dtor_keys = &keys_;
+    ASSERT_EQ(0, bthread_key_create(&keys_.first, first_dtor_sets_second));
+    ASSERT_EQ(0, bthread_key_create(&keys_.second, second_dtor_counts));
+  }
+  void TearDown() override {
+    EXPECT_EQ(0, bthread_key_delete(keys_.first));
+    EXPECT_EQ(0, bthread_key_delete(keys_.second));
+    g_dtor_keys = nullptr;
+  }
+  DtorKeys keys_;
+};
+
+void* set_first(void*) {
+  bthread_setspecific(g_dtor_keys->first, new int(1));
+  return nullptr;
+}
+
+TEST_F(KeyDestructors, SetspecificInsideDestructorIsDestroyedNextRound) {
+  // Started one after another from a fiber, so the fibers reuse one another's
+  // slots: a table left behind in a slot becomes unreachable when the slot
+  // is reused, and LeakSanitizer sees it.
+  constexpr int kFibers = 8;
+  bthread_t parent;
+  ASSERT_EQ(0, bthread_start_background(
+                   &parent, nullptr,
+                   [](void*) -> void* {
+                     for (int i = 0; i < kFibers; ++i) {
+                       bthread_t tid;
+                       EXPECT_EQ(0, bthread_start_background(&tid, nullptr, set_first, nullptr));
+                       EXPECT_EQ(0, bthread_join(tid, nullptr));
+                     }
+                     return nullptr;
+                   },
+                   nullptr));
+  ASSERT_EQ(0, bthread_join(parent, nullptr));
+  // Before the fix the value went into a fresh table nobody destroyed.
+  EXPECT_EQ(kFibers, keys_.second_destroyed.load());
+}
+
+TEST_F(KeyDestructors, SetspecificInsideDestructorAtPthreadExitIsDestroyedNextRound) {
+  std::thread t([] { set_first(nullptr); });
+  t.join();
+  EXPECT_EQ(1, keys_.second_destroyed.load());
+}
+
+// Destructors of two keys each record what the other key read.
+struct Readers {
+  bthread_key_t a, b;
+  std::mutex mu;
+  std::vector<std::pair<char, void*>> seen;  // (whose destructor, other's value)
+};
+Readers* g_readers = nullptr;
+
+void reader_dtor_a(void*) {
+  std::lock_guard<std::mutex> guard(g_readers->mu);
+  g_readers->seen.emplace_back('a', bthread_getspecific(g_readers->b));
+}
+void reader_dtor_b(void*) {
+  std::lock_guard<std::mutex> guard(g_readers->mu);
+  g_readers->seen.emplace_back('b', bthread_getspecific(g_readers->a));
+}
+
+TEST_F(KeyDestructors, OtherKeysReadableInsideDestructor) {
+  Readers r;
+  g_readers = &r;
+  ASSERT_EQ(0, bthread_key_create(&r.a, reader_dtor_a));
+  ASSERT_EQ(0, bthread_key_create(&r.b, reader_dtor_b));
+  static int va = 1, vb = 2;
+  bthread_t tid;
+  ASSERT_EQ(0, bthread_start_background(
+                   &tid, nullptr,
+                   [](void*) -> void* {
+                     bthread_setspecific(g_readers->a, &va);
+                     bthread_setspecific(g_readers->b, &vb);
+                     return nullptr;
+                   },
+                   nullptr));
+  ASSERT_EQ(0, bthread_join(tid, nullptr));
+  ASSERT_EQ(2u, r.seen.size());
+  // Whichever runs first still sees the other's value; the second sees NULL
+  // (its value was cleared before its destructor ran, as pthreads do).
+  const char first = r.seen[0].first;
+  EXPECT_EQ(first == 'a' ? static_cast<void*>(&vb) : static_cast<void*>(&va), r.seen[0].second);
+  EXPECT_EQ(nullptr, r.seen[1].second);
+  EXPECT_EQ(0, bthread_key_delete(r.a));
+  EXPECT_EQ(0, bthread_key_delete(r.b));
+  g_readers = nullptr;
+}
+
+std::atomic<int> g_rearms{0};
+bthread_key_t g_rearm_key;
+void rearm_forever(void* p) {
+  g_rearms.fetch_add(1);
+  EXPECT_EQ(0, bthread_setspecific(g_rearm_key, p));
+}
+
+TEST_F(KeyDestructors, AValueSetAgainEveryRoundStopsAfterPthreadDestructorIterations) {
+  ASSERT_EQ(0, bthread_key_create(&g_rearm_key, rearm_forever));
+  g_rearms.store(0);
+  static int v = 0;
+  bthread_t tid;
+  ASSERT_EQ(0, bthread_start_background(
+                   &tid, nullptr,
+                   [](void*) -> void* {
+                     bthread_setspecific(g_rearm_key, &v);
+                     return nullptr;
+                   },
+                   nullptr));
+  ASSERT_EQ(0, bthread_join(tid, nullptr));
+  EXPECT_EQ(PTHREAD_DESTRUCTOR_ITERATIONS, g_rearms.load());
+  EXPECT_EQ(0, bthread_key_delete(g_rearm_key));
 }
 
 }  // namespace

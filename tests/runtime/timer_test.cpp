@@ -412,4 +412,52 @@ TEST(TimerTest, ASlowCallbackDoesNotHoldBackTheOthersAfterIt) {
   check(during, "the timer added during it", 0);
 }
 
+// ---- memory: deleted timers give their slots back before their deadline ----
+
+// A stream of add+del pairs (the add, wait, del pattern of every timed wait)
+// with far deadlines reuses a handful of slots.
+TEST(TimerMemory, AddDelPairsWithFarDeadlinesStayBoundedBySlots) {
+  const int n = 1000000 / kScale;
+  const timespec far = to_timespec(realtime_ns() + 3600 * 1000 * kMs);
+  Flag flag;
+  for (int i = 0; i < n; ++i) {
+    bthread_timer_t id = 0;
+    ASSERT_EQ(0, bthread_timer_add(&id, far, bump, &flag));
+    ASSERT_EQ(0, bthread_timer_del(id));
+  }
+  const weft::timer::TimerStats st = weft::timer::timer_stats();
+  EXPECT_LT(st.slots, 64u * 1024) << "slots ever allocated";
+  EXPECT_LT(st.heap_entries, 64 * 1024);
+  EXPECT_EQ(0, flag.runs.load());
+}
+
+// Timers deleted after the timer thread moved them into its heap leave it
+// long before their deadline (an hour away): the heap, and so the slots,
+// stay bounded by the live timers. Before the fix every one stayed in the
+// heap for its hour: 1,000,000 entries here.
+TEST(TimerMemory, TimersDeletedAfterReachingTheHeapLeaveItBeforeTheirDeadline) {
+  const int rounds = 1000 / kScale;
+  const int batch = 1000;
+  const timespec far = to_timespec(realtime_ns() + 3600 * 1000 * kMs);
+  Flag never;
+  Flag sentinel;
+  std::vector<bthread_timer_t> ids(batch);
+  int64_t max_heap = 0;
+  for (int r = 0; r < rounds; ++r) {
+    for (int i = 0; i < batch; ++i) ASSERT_EQ(0, bthread_timer_add(&ids[i], far, bump, &never));
+    // A timer due now wakes the thread, which drains every bucket before it
+    // runs it: once it ran, the batch is in the heap.
+    add_flag_timer(realtime_ns(), &sentinel);
+    ASSERT_TRUE(wait_until([&] { return sentinel.runs.load() == r + 1; }, milliseconds(30000)));
+    for (int i = 0; i < batch; ++i) ASSERT_EQ(0, bthread_timer_del(ids[i])) << "round " << r;
+    max_heap = std::max(max_heap, weft::timer::timer_stats().heap_entries);
+  }
+  const weft::timer::TimerStats st = weft::timer::timer_stats();
+  std::printf("%d timers deleted from the heap: heap peaked at %lld entries, %u slots\n",
+              rounds * batch, static_cast<long long>(max_heap), st.slots);
+  EXPECT_LT(max_heap, 64 * 1024);
+  EXPECT_LT(st.slots, 128u * 1024) << "slots ever allocated";
+  EXPECT_EQ(0, never.runs.load());
+}
+
 }  // namespace

@@ -7,6 +7,13 @@
 // table goes back to the pool, values kept, and a later fiber started with
 // that pool picks it up. Keys are versioned: a deleted key reads NULL, and a
 // key created later never sees values stored under an old one.
+//
+// Destructors run as pthreads run them, on the ending fiber (or exiting
+// pthread) itself: up to PTHREAD_DESTRUCTOR_ITERATIONS rounds over the same
+// table, each non-null value cleared just before its destructor is called.
+// Inside a destructor, getspecific of another key still returns its value
+// until that key's destructor ran, and a value set there is destroyed in the
+// next round.
 #ifndef WEFT_BTHREAD_KEY_H_
 #define WEFT_BTHREAD_KEY_H_
 

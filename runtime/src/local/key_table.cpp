@@ -2,15 +2,23 @@
 // tables. Reading a value is: the current fiber's table, the sub-table, the
 // entry, and a check of both the entry's and the key's version (so a
 // deleted key reads NULL at once).
+//
+// The hot paths (get, and set into an existing sub-table) are inlined into
+// the C functions with no call, no hashing and no null check of the
+// sub-table: every first-level slot points at a real sub-table or at the
+// shared, never-written g_empty_sub, whose versions (0, even) match no live
+// key.
 #include "local/key_table.h"
 
 #include <errno.h>
+#include <limits.h>
 
 #include <atomic>
 #include <mutex>
 #include <new>
 #include <vector>
 
+#include "base/compiler.h"
 #include "sched/fiber_lifecycle.h"
 #include "sched/task_group.h"
 #include "sched/task_meta.h"
@@ -22,31 +30,32 @@ namespace {
 constexpr uint32_t kSubSize = 32;
 constexpr uint32_t kSubCount = 32;
 constexpr uint32_t kMaxKeys = kSubSize * kSubCount;
-// Destructors may set values again; like pthreads, give up after a few
-// rounds.
-constexpr int kDestructorRounds = 4;
+// Destructors may set values again; like pthreads, give up after
+// PTHREAD_DESTRUCTOR_ITERATIONS rounds (values still set then are left to
+// their owners, as pthreads do).
+constexpr int kDestructorRounds = PTHREAD_DESTRUCTOR_ITERATIONS;
 
-struct KeyInfo {
-  // Odd while the key is alive. Written under g_registry_mu; read lock-free
-  // by getspecific (relaxed is enough: a racing delete is not ordered with a
-  // racing get by the contract).
-  std::atomic<uint32_t> version{0};
-  void (*dtor)(void*) = nullptr;  // guarded by g_registry_mu
-};
-
-KeyInfo g_keys[kMaxKeys];
+// The registry. A key's version is odd while it is alive. Written under
+// g_registry_mu; read lock-free by get/setspecific (relaxed is enough: a
+// racing delete is not ordered with a racing get or set by the contract).
+// Versions sit in their own array, 4 bytes apart, so the check is one
+// scaled load.
+std::atomic<uint32_t> g_key_versions[kMaxKeys];
+void (*g_key_dtors[kMaxKeys])(void*);  // guarded by g_registry_mu
 std::mutex g_registry_mu;
 std::vector<uint32_t>* g_free_keys = new std::vector<uint32_t>;  // guarded by mu
 uint32_t g_next_key = 0;                                         // guarded by mu
 
-struct Entry {
-  uint32_t version = 0;
-  void* data = nullptr;
+// Versions and values in two arrays, so each is one scaled load (an
+// interleaved 16-byte entry costs a shift and an add more per access).
+// versions[i] is the version of the key the value was stored under.
+struct SubTable {
+  uint32_t versions[kSubSize] = {};
+  void* data[kSubSize] = {};
 };
 
-struct SubTable {
-  Entry entries[kSubSize];
-};
+// Where every unused first-level slot points: never written.
+SubTable g_empty_sub;
 
 struct PoolImpl {
   std::mutex mu;
@@ -58,49 +67,74 @@ struct PoolImpl {
 
 class KeyTable {
  public:
+  KeyTable() {
+    for (SubTable*& s : subs_) s = &g_empty_sub;
+  }
   ~KeyTable() {
-    for (SubTable* s : subs_) delete s;
+    for (SubTable* s : subs_) {
+      if (s != &g_empty_sub) delete s;
+    }
   }
 
+  // Any key, even a bogus one: NULL unless `key` is alive and a value was
+  // stored under this very version.
   void* get(bthread_key_t key) const {
-    if (key.index >= kMaxKeys) return nullptr;
+    if (WEFT_UNLIKELY(key.index >= kMaxKeys)) return nullptr;
     const SubTable* sub = subs_[key.index / kSubSize];
-    if (sub == nullptr) return nullptr;
-    const Entry& e = sub->entries[key.index % kSubSize];
-    if (e.version != key.version) return nullptr;
-    if (g_keys[key.index].version.load(std::memory_order_relaxed) != key.version) return nullptr;
-    return e.data;
+    const uint32_t i = key.index % kSubSize;
+    // Both checks: the entry is of this key's lifetime, and the key was not
+    // deleted since (a deleted key reads NULL at once).
+    if (sub->versions[i] != key.version ||
+        g_key_versions[key.index].load(std::memory_order_relaxed) != key.version) {
+      return nullptr;
+    }
+    return sub->data[i];
+  }
+
+  // `key` was checked alive by the caller. False when the key's sub-table
+  // is not allocated yet (see set_slow()).
+  bool try_set(bthread_key_t key, void* data) {
+    SubTable* sub = subs_[key.index / kSubSize];
+    if (WEFT_UNLIKELY(sub == &g_empty_sub)) return false;
+    const uint32_t i = key.index % kSubSize;
+    sub->versions[i] = key.version;
+    sub->data[i] = data;
+    return true;
   }
 
   int set(bthread_key_t key, void* data) {
     SubTable*& sub = subs_[key.index / kSubSize];
-    if (sub == nullptr) {
-      sub = new (std::nothrow) SubTable;
-      if (sub == nullptr) return ENOMEM;
+    if (sub == &g_empty_sub) {
+      SubTable* fresh = new (std::nothrow) SubTable;
+      if (fresh == nullptr) return ENOMEM;
+      sub = fresh;
     }
-    Entry& e = sub->entries[key.index % kSubSize];
-    e.version = key.version;
-    e.data = data;
+    (void)try_set(key, data);
     return 0;
   }
 
-  // Runs destructors of live keys for non-null values, as pthreads do.
+  // Runs destructors of live keys for non-null values, as pthreads do:
+  // rounds over this same table, each value cleared just before its
+  // destructor runs. The caller keeps the table installed as the current
+  // one (fiber or pthread) meanwhile, so destructors read the values not yet
+  // destroyed and values they set are destroyed in the next round.
   void destroy_values() {
     for (int round = 0; round < kDestructorRounds; ++round) {
       bool any = false;
       for (uint32_t s = 0; s < kSubCount; ++s) {
         SubTable* sub = subs_[s];
-        if (sub == nullptr) continue;
+        if (sub == &g_empty_sub) continue;
         for (uint32_t i = 0; i < kSubSize; ++i) {
-          Entry& e = sub->entries[i];
-          if (e.data == nullptr) continue;
-          void* data = e.data;
-          e.data = nullptr;
+          if (sub->data[i] == nullptr) continue;
+          void* data = sub->data[i];
+          sub->data[i] = nullptr;
           void (*dtor)(void*) = nullptr;
           {
             std::lock_guard<std::mutex> guard(g_registry_mu);
-            const KeyInfo& info = g_keys[s * kSubSize + i];
-            if (info.version.load(std::memory_order_relaxed) == e.version) dtor = info.dtor;
+            const uint32_t index = s * kSubSize + i;
+            if (g_key_versions[index].load(std::memory_order_relaxed) == sub->versions[i]) {
+              dtor = g_key_dtors[index];
+            }
           }
           if (dtor != nullptr) {
             dtor(data);
@@ -113,7 +147,7 @@ class KeyTable {
   }
 
  private:
-  SubTable* subs_[kSubCount] = {};
+  SubTable* subs_[kSubCount];  // each a real sub-table or &g_empty_sub
 };
 
 namespace {
@@ -144,6 +178,7 @@ thread_local KeyTable* tls_pthread_table = nullptr;
 
 struct PthreadTableReaper {
   ~PthreadTableReaper() {
+    // Still installed while destructors run (see destroy_values()).
     if (tls_pthread_table != nullptr) destroy_table(tls_pthread_table);
     tls_pthread_table = nullptr;
   }
@@ -173,22 +208,69 @@ KeyTable* current_table(bool create) {
 void on_fiber_exit(sched::TaskMeta* m) {
   KeyTable* t = m->keytable;
   if (t == nullptr) return;
-  m->keytable = nullptr;
   PoolImpl* impl = pool_impl(m->attr.keytable_pool);
   if (impl != nullptr) {
     std::lock_guard<std::mutex> guard(impl->mu);
     if (!impl->destroyed) {
+      m->keytable = nullptr;
       impl->tables.push_back(t);
       return;
     }
   }
+  // The table stays the fiber's while its destructors run (on the fiber's
+  // own stack, so nothing else reads m->keytable meanwhile): a destructor's
+  // getspecific sees the values not destroyed yet, and its setspecific lands
+  // in this table, for the next round, instead of in a new table nobody
+  // would free.
   destroy_table(t);
+  m->keytable = nullptr;
 }
 
 }  // namespace weft::local
 
-using weft::local::g_keys;
+using weft::local::g_key_versions;
 using weft::local::kMaxKeys;
+
+namespace weft::local {
+namespace {
+
+// The running fiber's table, read straight from the worker's thread-local
+// (nothing here can suspend, so the TLS address cannot go stale), or
+// nullptr: not on a worker, or the fiber has no table yet. A worker's main
+// context has a TaskMeta too (cur_ == &main_meta_) whose keytable is always
+// null: current_table() gives the main context the pthread's table
+// (tls_pthread_table), never main_meta_.keytable. So no running_fiber()
+// check is needed here.
+//
+// The worker pointer is read through a second name for the same thread-local
+// symbol, declared __thread: tls_current_group is constant-initialized
+// (nullptr) in task_group.cpp, but its `extern thread_local` declaration
+// makes the compiler test for a dynamic-initialization function on every
+// read, and that possible call costs a frame and register spills on these
+// paths (-fno-extern-tls-init or a constinit declaration in task_group.h
+// would do the same for every reader).
+extern __thread sched::TaskGroup* tls_worker_group __asm__("_ZN4weft5sched17tls_current_groupE");
+
+inline KeyTable* running_fiber_table() {
+  const sched::TaskGroup* g = tls_worker_group;
+  return WEFT_LIKELY(g != nullptr) ? g->current_task()->keytable : nullptr;
+}
+
+// Everything but the fast paths: pthreads, fibers without a table (or whose
+// table comes from a pool), a missing sub-table.
+WEFT_NOINLINE void* get_slow(bthread_key_t key) {
+  const KeyTable* t = current_table(/*create=*/false);
+  return t == nullptr ? nullptr : t->get(key);
+}
+
+WEFT_NOINLINE int set_slow(bthread_key_t key, void* data) {
+  KeyTable* t = current_table(/*create=*/true);
+  if (t == nullptr) return ENOMEM;
+  return t->set(key, data);
+}
+
+}  // namespace
+}  // namespace weft::local
 
 extern "C" {
 
@@ -204,10 +286,9 @@ int bthread_key_create(bthread_key_t* key, void (*dtor)(void*)) {
   } else {
     return EAGAIN;
   }
-  KeyInfo& info = g_keys[index];
-  const uint32_t version = info.version.load(std::memory_order_relaxed) + 1;  // odd: alive
-  info.dtor = dtor;
-  info.version.store(version, std::memory_order_relaxed);
+  const uint32_t version = g_key_versions[index].load(std::memory_order_relaxed) + 1;  // odd
+  g_key_dtors[index] = dtor;
+  g_key_versions[index].store(version, std::memory_order_relaxed);
   key->index = index;
   key->version = version;
   return 0;
@@ -217,37 +298,34 @@ int bthread_key_delete(bthread_key_t key) {
   using namespace weft::local;
   if (key.index >= kMaxKeys) return EINVAL;
   std::lock_guard<std::mutex> guard(g_registry_mu);
-  KeyInfo& info = g_keys[key.index];
-  if (info.version.load(std::memory_order_relaxed) != key.version || (key.version & 1) == 0) {
+  if (g_key_versions[key.index].load(std::memory_order_relaxed) != key.version ||
+      (key.version & 1) == 0) {
     return EINVAL;
   }
-  info.version.store(key.version + 1, std::memory_order_relaxed);  // even: deleted
-  info.dtor = nullptr;
+  g_key_versions[key.index].store(key.version + 1, std::memory_order_relaxed);  // even: deleted
+  g_key_dtors[key.index] = nullptr;
   g_free_keys->push_back(key.index);
   return 0;
 }
 
 int bthread_setspecific(bthread_key_t key, void* data) {
   using namespace weft::local;
-  if (key.index >= kMaxKeys || (key.version & 1) == 0 ||
-      g_keys[key.index].version.load(std::memory_order_relaxed) != key.version) {
+  // Always checked against the registry, even when the entry already holds
+  // this version: a key deleted since must still answer EINVAL.
+  if (WEFT_UNLIKELY(key.index >= kMaxKeys || (key.version & 1) == 0 ||
+                    g_key_versions[key.index].load(std::memory_order_relaxed) != key.version)) {
     return EINVAL;
   }
-  KeyTable* t = current_table(/*create=*/true);
-  if (t == nullptr) return ENOMEM;
-  return t->set(key, data);
+  KeyTable* t = running_fiber_table();
+  if (WEFT_LIKELY(t != nullptr) && WEFT_LIKELY(t->try_set(key, data))) return 0;
+  return set_slow(key, data);
 }
 
 void* bthread_getspecific(bthread_key_t key) {
-  // Fast path: a fiber on a worker that already has its table. Reading the
-  // thread-local directly is safe: nothing here can suspend.
-  const weft::sched::TaskGroup* g = weft::sched::tls_current_group;
-  if (g != nullptr && g->running_fiber()) {
-    const weft::local::KeyTable* t = g->current_task()->keytable;
-    if (t != nullptr) return t->get(key);
-  }
-  const weft::local::KeyTable* t = weft::local::current_table(/*create=*/false);
-  return t == nullptr ? nullptr : t->get(key);
+  using namespace weft::local;
+  const KeyTable* t = running_fiber_table();
+  if (WEFT_LIKELY(t != nullptr)) return t->get(key);
+  return get_slow(key);
 }
 
 int bthread_keytable_pool_init(bthread_keytable_pool_t* pool) {

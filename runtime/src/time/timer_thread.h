@@ -9,6 +9,12 @@
 // Ids are versioned slots. A slot's version word moves through
 //   v (pending) -> v+1 (running) -> v+2 (ran)   or   v -> v+3 (deleted)
 // and the slot is reused with version v+4; del is one CAS.
+//
+// Deleted timers do not wait for their deadline to give their slot back: one
+// still in its bucket is unlinked by the next add on that bucket if it is at
+// the head (the add, wait, del pattern), or at the next drain otherwise; one
+// already in the heap is removed by a compaction once deleted entries are
+// more than half the heap. Memory stays bounded by the live timers.
 #ifndef WEFT_TIME_TIMER_THREAD_H_
 #define WEFT_TIME_TIMER_THREAD_H_
 
@@ -32,6 +38,14 @@ int64_t next_deadline_hint();
 // Counters for metrics and tests.
 uint64_t timers_fired();
 int64_t timers_pending();
+
+// For tests: what the timer thread holds (relaxed snapshots).
+struct TimerStats {
+  int64_t heap_entries;  // entries in the heap, live and deleted
+  uint64_t pulled;       // timers ever moved from the buckets into the heap
+  uint32_t slots;        // timer slots ever allocated (the pool's high-water mark)
+};
+TimerStats timer_stats();
 
 }  // namespace weft::timer
 
