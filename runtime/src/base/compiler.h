@@ -8,6 +8,16 @@
 #define WEFT_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define WEFT_NOINLINE __attribute__((noinline))
 
+// A thread-local known to be constant-initialized. Without it, every read of
+// an `extern thread_local` from another translation unit first tests for a
+// dynamic-initialization function (a possible call: a frame and register
+// spills on the fastest paths, e.g. bthread_getspecific).
+#if defined(__GNUC__) && !defined(__clang__)
+#define WEFT_CONSTINIT __constinit
+#else
+#define WEFT_CONSTINIT
+#endif
+
 #if defined(__SANITIZE_THREAD__)
 #define WEFT_TSAN 1
 #endif

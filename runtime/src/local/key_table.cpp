@@ -241,18 +241,9 @@ namespace {
 // null: current_table() gives the main context the pthread's table
 // (tls_pthread_table), never main_meta_.keytable. So no running_fiber()
 // check is needed here.
-//
-// The worker pointer is read through a second name for the same thread-local
-// symbol, declared __thread: tls_current_group is constant-initialized
-// (nullptr) in task_group.cpp, but its `extern thread_local` declaration
-// makes the compiler test for a dynamic-initialization function on every
-// read, and that possible call costs a frame and register spills on these
-// paths (-fno-extern-tls-init or a constinit declaration in task_group.h
-// would do the same for every reader).
-extern __thread sched::TaskGroup* tls_worker_group __asm__("_ZN4weft5sched17tls_current_groupE");
-
 inline KeyTable* running_fiber_table() {
-  const sched::TaskGroup* g = tls_worker_group;
+  // tls_current_group is WEFT_CONSTINIT: one %fs-relative load, no init test.
+  const sched::TaskGroup* g = sched::tls_current_group;
   return WEFT_LIKELY(g != nullptr) ? g->current_task()->keytable : nullptr;
 }
 

@@ -9,7 +9,7 @@
 
 namespace weft::sched {
 
-thread_local TaskGroup* tls_current_group = nullptr;
+thread_local WEFT_CONSTINIT TaskGroup* tls_current_group = nullptr;
 
 using boost::context::detail::jump_fcontext;
 using boost::context::detail::transfer_t;

@@ -16,6 +16,7 @@
 
 #include <stdint.h>
 
+#include "base/compiler.h"
 #include "sched/task_meta.h"
 #include "sched/work_stealing_queue.h"
 
@@ -26,7 +27,7 @@ class TaskGroup;
 
 // The calling pthread's group. Read it directly only in code that cannot
 // suspend between the read and the last use (see TaskGroup::current()).
-extern thread_local TaskGroup* tls_current_group;
+extern thread_local WEFT_CONSTINIT TaskGroup* tls_current_group;
 
 class TaskGroup {
  public:
