@@ -1,5 +1,5 @@
 // The worker monitor: a pthread that, while any worker is awake, looks at
-// every worker each tick (kMonitorTickNs, 250 us), in the style of Go's
+// every worker each tick (kMonitorTickNs, 100 us), in the style of Go's
 // sysmon.
 //
 // - A worker whose switch count did not move since the previous tick while
@@ -26,7 +26,7 @@ namespace weft::sched {
 
 class TaskControl;
 
-constexpr int64_t kMonitorTickNs = 250 * 1000;
+constexpr int64_t kMonitorTickNs = 100 * 1000;
 
 // Starts the monitor thread for `c`. Once, from TaskControl::get().
 void start_worker_monitor(TaskControl* c);
