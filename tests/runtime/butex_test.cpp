@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/fault_injection.h"
 #include "base/time_util.h"
 #include "test_util.h"
 
@@ -349,6 +350,46 @@ TEST(ButexTest, AnInterruptEndsAWaitWithEintrInEveryKindOfFiber) {
     EXPECT_EQ(1, w.done_with(-1, EINTR)) << "BTHREAD_ATTR_" << names[i];
     w.finish();  // wakes it if the interrupt did not
   }
+}
+
+TEST(ButexTest, ATimedWaitWithNoTimerFailsWithEnomemAtOnce) {
+  // A fiber's timed wait needs a timer. If none can be had, butex_wait fails
+  // with ENOMEM before it links anything (callers give that back rather than
+  // retry). A pthread waits with a futex timeout and needs no timer.
+  struct Probe {
+    void* butex;
+    int rc = 0, err = 0, countdown_after = -1;
+    int64_t ns = 0;
+  };
+  ButexRef b;
+  Probe p{b.get()};
+  bthread_t tid;
+  ASSERT_EQ(0, bthread_start_background(
+                   &tid, nullptr,
+                   [](void* a) -> void* {
+                     auto* q = static_cast<Probe*>(a);
+                     const timespec t = realtime_after_us(2 * 1000 * 1000);
+                     const int64_t start = mono_ns();
+                     weft::wait::g_fault_timer_add.store(1);
+                     q->rc = weft::butex_wait(q->butex, 0, &t);
+                     q->err = errno;
+                     q->countdown_after = weft::wait::g_fault_timer_add.exchange(0);
+                     q->ns = mono_ns() - start;
+                     return nullptr;
+                   },
+                   &p));
+  ASSERT_EQ(0, bthread_join(tid, nullptr));
+  EXPECT_EQ(0, p.countdown_after);
+  EXPECT_EQ(-1, p.rc);
+  EXPECT_EQ(ENOMEM, p.err);
+  EXPECT_LT(p.ns, 500 * 1000 * 1000L);
+  EXPECT_EQ(0, weft::butex_wake_all(b.get())) << "the failed waiter was left linked";
+  // From a pthread: no timer involved.
+  weft::wait::g_fault_timer_add.store(1);
+  const timespec soon = realtime_after_us(2000);
+  EXPECT_EQ(-1, weft::butex_wait(b.get(), 0, &soon));
+  EXPECT_EQ(ETIMEDOUT, errno);
+  EXPECT_EQ(1, weft::wait::g_fault_timer_add.exchange(0));
 }
 
 // ---- wake, wake_all, wake_except, requeue ----

@@ -3,18 +3,31 @@
 // lock adaptors.
 #include <errno.h>
 #include <gtest/gtest.h>
+#include <pthread.h>
+#include <signal.h>
+#include <pthread.h>
+#include <signal.h>
 #include <weft/bthread.h>
+#include <weft/butex.h>
 #include <weft/condition_variable.h>
 #include <weft/countdown_event.h>
 #include <weft/mutex.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <condition_variable>
+#include <functional>
+#include <memory>
 #include <mutex>
+#include <type_traits>
 #include <thread>
 #include <vector>
 
+#include "base/fault_injection.h"
+#include "sched/task_meta.h"
 #include "test_util.h"
+#include "wait/butex_internal.h"
 
 namespace {
 
@@ -336,5 +349,596 @@ TEST(CountdownEventTest, WaitersReleaseAtZero) {
   ev.signal(2);
   EXPECT_EQ(0, ev.timed_wait(realtime_after_ms(10)));
 }
+
+
+// ---- interrupts: ignored by these waits, and kept for the next call ----
+
+struct InterruptProbe {
+  std::function<int()> wait;
+  std::atomic<int> phase{0};  // 1: about to wait, 2: the wait returned
+  int rc = -1;
+  int next_rc = 0, next_errno = 0;
+  int64_t next_ms = -1;
+};
+
+void* interrupt_probe_fiber(void* arg) {
+  auto* p = static_cast<InterruptProbe*>(arg);
+  p->phase.store(1);
+  p->rc = p->wait();
+  p->phase.store(2);
+  // The interrupts the wait swallowed must end the next blocking call.
+  const auto start = std::chrono::steady_clock::now();
+  p->next_rc = bthread_usleep(5 * 1000 * 1000);
+  p->next_errno = errno;
+  p->next_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now() - start)
+                   .count();
+  return nullptr;
+}
+
+// Runs `wait` in a fiber, interrupts it while it waits, checks that it goes
+// on waiting, then calls `release`: the wait returns 0 and the fiber's next
+// blocking call ends at once with EINTR.
+void expect_interrupts_ignored_and_rearmed(std::function<int()> wait,
+                                           const std::function<void()>& release) {
+  InterruptProbe p;
+  p.wait = std::move(wait);
+  bthread_t tid;
+  ASSERT_EQ(0, bthread_start_background(&tid, nullptr, interrupt_probe_fiber, &p));
+  ASSERT_TRUE(weft::test::wait_until([&] { return p.phase.load() == 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(0, bthread_interrupt(tid));
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(1, p.phase.load()) << "an interrupt ended the wait";
+  release();
+  ASSERT_EQ(0, bthread_join(tid, nullptr));
+  EXPECT_EQ(0, p.rc);
+  EXPECT_EQ(-1, p.next_rc) << "the swallowed interrupt was not re-armed";
+  EXPECT_EQ(EINTR, p.next_errno);
+  EXPECT_LT(p.next_ms, 1000);
+}
+
+TEST(InterruptTest, CountdownEventWaitAndTimedWaitIgnoreAndRearm) {
+  static_assert(std::is_same_v<decltype(std::declval<weft::CountdownEvent&>().wait()), int>,
+                "CountdownEvent::wait returns int, as bthread's does");
+  {
+    weft::CountdownEvent ev(1);
+    expect_interrupts_ignored_and_rearmed([&] { return ev.wait(); }, [&] { ev.signal(); });
+    EXPECT_EQ(0, ev.wait());
+  }
+  {
+    weft::CountdownEvent ev(1);
+    expect_interrupts_ignored_and_rearmed([&] { return ev.timed_wait(realtime_after_ms(20000)); },
+                                          [&] { ev.signal(); });
+  }
+}
+
+TEST(InterruptTest, SemWaitAndTimedWaitIgnoreAndRearm) {
+  bthread_sem_t sem;
+  ASSERT_EQ(0, bthread_sem_init(&sem, 0));
+  expect_interrupts_ignored_and_rearmed([&] { return bthread_sem_wait(&sem); },
+                                        [&] { bthread_sem_post(&sem); });
+  expect_interrupts_ignored_and_rearmed(
+      [&] {
+        const timespec t = realtime_after_ms(20000);
+        return bthread_sem_timedwait(&sem, &t);
+      },
+      [&] { bthread_sem_post(&sem); });
+  EXPECT_EQ(EAGAIN, bthread_sem_trywait(&sem));
+  bthread_sem_destroy(&sem);
+}
+
+TEST(InterruptTest, MutexLockAndTimedlockIgnoreAndRearm) {
+  bthread_mutex_t mu;
+  ASSERT_EQ(0, bthread_mutex_init(&mu, nullptr));
+  for (int timed = 0; timed < 2; ++timed) {
+    bthread_mutex_lock(&mu);
+    expect_interrupts_ignored_and_rearmed(
+        [&] {
+          int rc;
+          if (timed) {
+            const timespec t = realtime_after_ms(20000);
+            rc = bthread_mutex_timedlock(&mu, &t);
+          } else {
+            rc = bthread_mutex_lock(&mu);
+          }
+          if (rc == 0) bthread_mutex_unlock(&mu);
+          return rc;
+        },
+        [&] { bthread_mutex_unlock(&mu); });
+  }
+  bthread_mutex_destroy(&mu);
+}
+
+// ---- no timer for a deadline: ENOMEM back, not a retry loop ----
+//
+// A fiber's timed wait needs a timer; when timer_add fails, butex_wait says
+// ENOMEM. Retrying would spin at full CPU for as long as memory is short, so
+// every timed wait gives ENOMEM to its caller at once. (Pthreads wait with a
+// futex timeout: no timer, no such failure.) The fault is injected into the
+// next timer_add only, so a retry would succeed and run to the deadline.
+
+struct EnomemProbe {
+  std::function<int()> wait;
+  int rc = -1;
+  int64_t ms = -1;
+  int countdown_after = -1;
+};
+
+void* enomem_probe_fiber(void* arg) {
+  auto* p = static_cast<EnomemProbe*>(arg);
+  const auto start = std::chrono::steady_clock::now();
+  weft::wait::g_fault_timer_add.store(1);
+  p->rc = p->wait();
+  p->countdown_after = weft::wait::g_fault_timer_add.exchange(0);
+  p->ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                start)
+              .count();
+  return nullptr;
+}
+
+void expect_enomem_at_once(std::function<int()> wait) {
+  EnomemProbe p;
+  p.wait = std::move(wait);
+  bthread_t tid;
+  ASSERT_EQ(0, bthread_start_background(&tid, nullptr, enomem_probe_fiber, &p));
+  ASSERT_EQ(0, bthread_join(tid, nullptr));
+  EXPECT_EQ(0, p.countdown_after) << "the wait set no timer";
+  EXPECT_EQ(ENOMEM, p.rc);
+  EXPECT_LT(p.ms, 1000) << "the wait went on after the timer failed";
+}
+
+TEST(TimerFailureTest, TimedWaitsReturnEnomem) {
+  const int kDeadlineMs = 2000;
+  bthread_mutex_t mu;
+  ASSERT_EQ(0, bthread_mutex_init(&mu, nullptr));
+  {
+    SCOPED_TRACE("bthread_mutex_timedlock");
+    bthread_mutex_lock(&mu);  // held by this pthread: the fiber must wait
+    expect_enomem_at_once([&] {
+      const timespec t = realtime_after_ms(kDeadlineMs);
+      return bthread_mutex_timedlock(&mu, &t);
+    });
+    bthread_mutex_unlock(&mu);
+    EXPECT_EQ(0, bthread_mutex_trylock(&mu));  // still a working mutex
+    bthread_mutex_unlock(&mu);
+  }
+  {
+    SCOPED_TRACE("bthread_cond_timedwait");
+    bthread_cond_t cond;
+    ASSERT_EQ(0, bthread_cond_init(&cond, nullptr));
+    expect_enomem_at_once([&] {
+      bthread_mutex_lock(&mu);
+      const timespec t = realtime_after_ms(kDeadlineMs);
+      const int rc = bthread_cond_timedwait(&cond, &mu, &t);
+      const bool held = bthread_mutex_trylock(&mu) == EBUSY;  // re-acquired
+      bthread_mutex_unlock(&mu);
+      return held ? rc : -1;
+    });
+    bthread_cond_destroy(&cond);
+  }
+  {
+    SCOPED_TRACE("bthread_sem_timedwait");
+    bthread_sem_t sem;
+    ASSERT_EQ(0, bthread_sem_init(&sem, 0));
+    expect_enomem_at_once([&] {
+      const timespec t = realtime_after_ms(kDeadlineMs);
+      return bthread_sem_timedwait(&sem, &t);
+    });
+    bthread_sem_destroy(&sem);
+  }
+  {
+    SCOPED_TRACE("CountdownEvent::timed_wait");
+    weft::CountdownEvent ev(1);
+    expect_enomem_at_once([&] { return ev.timed_wait(realtime_after_ms(kDeadlineMs)); });
+  }
+  bthread_mutex_destroy(&mu);
+}
+
+// ---- broadcast requeues onto the mutex ----
+
+// Waiters (fibers and pthreads, some with short timed waits that keep timing
+// out) wait for the generation to move; each round every one of them must
+// get through after one broadcast, made with the mutex held or not.
+TEST(CondTest, BroadcastLetsEveryWaiterThroughNoneLost) {
+  struct Rig {
+    bthread_mutex_t mu;
+    bthread_cond_t cond;
+    int gen = 0;      // guarded by mu
+    int waiting = 0;  // guarded by mu
+    int passed = 0;   // guarded by mu
+    int rounds = 0;
+  } rig;
+  ASSERT_EQ(0, bthread_mutex_init(&rig.mu, nullptr));
+  ASSERT_EQ(0, bthread_cond_init(&rig.cond, nullptr));
+  rig.rounds = 300 / kScale;
+  const int fibers = 8, pthreads = 3;
+  const int n = fibers + pthreads;
+  std::thread waiters([&] {
+    run_mixed(fibers, pthreads, [&](int i) {
+      const bool timed = i % 3 == 0;
+      for (int r = 0; r < rig.rounds; ++r) {
+        bthread_mutex_lock(&rig.mu);
+        const int mine = rig.gen;
+        ++rig.waiting;
+        while (rig.gen == mine) {
+          if (timed) {
+            const timespec t = realtime_after_ms(1);
+            bthread_cond_timedwait(&rig.cond, &rig.mu, &t);
+          } else {
+            bthread_cond_wait(&rig.cond, &rig.mu);
+          }
+        }
+        ++rig.passed;
+        bthread_mutex_unlock(&rig.mu);
+      }
+    });
+  });
+  auto locked = [&](auto f) {
+    bthread_mutex_lock(&rig.mu);
+    const auto v = f();
+    bthread_mutex_unlock(&rig.mu);
+    return v;
+  };
+  for (int r = 0; r < rig.rounds; ++r) {
+    ASSERT_TRUE(weft::test::wait_until([&] { return locked([&] { return rig.waiting == n; }); }))
+        << "round " << r;
+    bthread_mutex_lock(&rig.mu);
+    rig.waiting = 0;
+    ++rig.gen;
+    if (r % 2 == 0) bthread_cond_broadcast(&rig.cond);  // mutex held
+    bthread_mutex_unlock(&rig.mu);
+    if (r % 2 == 1) bthread_cond_broadcast(&rig.cond);  // mutex free
+    ASSERT_TRUE(weft::test::wait_until(
+        [&] { return locked([&] { return rig.passed == n * (r + 1); }); }))
+        << "round " << r << ": " << n * (r + 1) - rig.passed << " waiter(s) lost";
+  }
+  waiters.join();
+  bthread_cond_destroy(&rig.cond);
+  bthread_mutex_destroy(&rig.mu);
+}
+
+// One broadcast with the mutex held: one waiter is woken and the others are
+// moved onto the mutex's butex without running (a woken fiber would have
+// re-queued itself there as a locker, its wait target then the mutex word).
+// Then every unlock hands the mutex on, and all get through.
+TEST(CondTest, BroadcastMovesWaitersOntoTheMutexInsteadOfWakingThem) {
+  struct Rig {
+    bthread_mutex_t mu;
+    bthread_cond_t cond;
+    bool go = false;  // guarded by mu
+    int waiting = 0;  // guarded by mu
+    std::atomic<int> passed{0};
+  } rig;
+  ASSERT_EQ(0, bthread_mutex_init(&rig.mu, nullptr));
+  ASSERT_EQ(0, bthread_cond_init(&rig.cond, nullptr));
+  const int fibers = 8, pthreads = 2;
+  const int n = fibers + pthreads;
+  std::thread waiters([&] {
+    run_mixed(fibers, pthreads, [&](int) {
+      bthread_mutex_lock(&rig.mu);
+      ++rig.waiting;
+      while (!rig.go) bthread_cond_wait(&rig.cond, &rig.mu);
+      rig.passed.fetch_add(1);
+      bthread_mutex_unlock(&rig.mu);
+    });
+  });
+  auto* mutex_butex = reinterpret_cast<weft::wait::Butex*>(rig.mu.butex);
+  auto* seq_word = reinterpret_cast<const void*>(rig.cond.seq);
+  struct Linked {
+    int all = 0, fibers_still_on_cond = 0;
+  };
+  auto on_mutex = [&] {
+    Linked l;
+    mutex_butex->lock.lock();
+    for (auto* w = mutex_butex->waiters.next; w != &mutex_butex->waiters; w = w->next) {
+      ++l.all;
+      if (w->fiber != nullptr && w->fiber->wait_butex.load() == seq_word) ++l.fibers_still_on_cond;
+    }
+    mutex_butex->lock.unlock();
+    return l;
+  };
+  for (;;) {  // all n inside bthread_cond_wait, and linked into the cond's butex
+    bthread_mutex_lock(&rig.mu);
+    if (rig.waiting == n) break;
+    bthread_mutex_unlock(&rig.mu);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  auto* seq_butex = reinterpret_cast<weft::wait::Butex*>(rig.cond.seq);
+  ASSERT_TRUE(weft::test::wait_until([&] {
+    int linked = 0;
+    seq_butex->lock.lock();
+    for (auto* w = seq_butex->waiters.next; w != &seq_butex->waiters; w = w->next) ++linked;
+    seq_butex->lock.unlock();
+    return linked == n;
+  }));
+  rig.go = true;
+  bthread_cond_broadcast(&rig.cond);
+  // Everyone ends up on the mutex (the woken one as a locker: we hold it).
+  Linked l;
+  EXPECT_TRUE(weft::test::wait_until([&] { return (l = on_mutex()).all == n; }))
+      << l.all << " of " << n << " on the mutex";
+  EXPECT_GE(l.fibers_still_on_cond, fibers - 1)
+      << "broadcast woke the waiters instead of moving them";
+  bthread_mutex_unlock(&rig.mu);
+  waiters.join();
+  EXPECT_EQ(n, rig.passed.load());
+  bthread_cond_destroy(&rig.cond);
+  bthread_mutex_destroy(&rig.mu);
+}
+
+// ---- objects destroyed by their waiter as soon as it gets through ----
+//
+// POSIX lets a waiter destroy a semaphore or a condition variable as soon as
+// the call that released it has let it through, though that call may not
+// have returned yet (and CountdownEvent promises the same). So signal/post
+// must not touch the object after the store that lets a waiter through.
+//
+// Each round a waiter (a fiber or a pthread) makes a batch of heap objects,
+// hands them to its signaller pthread, polls them with already-expired
+// timed waits and deletes each the moment it gets through. Under ASan a read
+// by the signaller after that is a use-after-free (reported as such, or as a
+// SEGV on the word ASan's allocator writes into freed memory).
+//
+// The window is a few instructions wide, and the waiter is rarely running at
+// the very moment it opens. So a "preempter" thread also interrupts each
+// signaller with a signal while it is inside a release call, and the handler
+// plays the waiter at once, on the signaller's own thread: it checks the
+// object without taking any lock the signaller could hold, and destroys it
+// if it got through, as if the signaller had been preempted at that
+// instruction while its waiter ran. With the threads, the workers and the
+// preempter there are more threads than cores.
+
+struct EventOps {
+  using Obj = weft::CountdownEvent;
+  static Obj* make() { return new weft::CountdownEvent(1); }
+  static void release(Obj* o) { o->signal(); }
+  static bool through(Obj* o, const timespec& past) { return o->timed_wait(past) == 0; }
+  // Signal-handler safe: once the count is 0 timed_wait answers from its
+  // first load; before that, the signaller holds none of the object's locks.
+  static bool through_now(Obj* o, const timespec& past) { return o->timed_wait(past) == 0; }
+  static void destroy(Obj* o) { delete o; }
+};
+
+struct SemOps {
+  using Obj = bthread_sem_t;
+  static Obj* make() {
+    auto* s = new bthread_sem_t;
+    EXPECT_EQ(0, bthread_sem_init(s, 0));
+    return s;
+  }
+  static void release(Obj* o) { bthread_sem_post(o); }
+  static bool through(Obj* o, const timespec& past) { return bthread_sem_timedwait(o, &past) == 0; }
+  static bool through_now(Obj* o, const timespec&) { return bthread_sem_trywait(o) == 0; }
+  static void destroy(Obj* o) {
+    bthread_sem_destroy(o);
+    delete o;
+  }
+};
+
+// The mutex and the condition variable die together.
+struct CondPair {
+  bthread_mutex_t mu;
+  bthread_cond_t cond;
+};
+
+// A condition variable keeps no state but its sequence: a signal counts only
+// for a wait in progress. The waiter is let through once the sequence moved
+// (the signal's store); the timed wait is what it polls with.
+template <bool kBroadcast>
+struct CondOps {
+  using Obj = CondPair;
+  static Obj* make() {
+    auto* p = new CondPair;
+    EXPECT_EQ(0, bthread_mutex_init(&p->mu, nullptr));
+    EXPECT_EQ(0, bthread_cond_init(&p->cond, nullptr));
+    return p;
+  }
+  static void release(Obj* o) {
+    if (kBroadcast) {
+      bthread_cond_broadcast(&o->cond);
+    } else {
+      bthread_cond_signal(&o->cond);
+    }
+  }
+  static bool through(Obj* o, const timespec& past) {
+    bthread_mutex_lock(&o->mu);
+    bthread_cond_timedwait(&o->cond, &o->mu, &past);
+    bthread_mutex_unlock(&o->mu);
+    return through_now(o, past);
+  }
+  static bool through_now(Obj* o, const timespec&) {
+    return reinterpret_cast<std::atomic<int>*>(o->cond.seq)->load(std::memory_order_acquire) != 0;
+  }
+  static void destroy(Obj* o) {
+    bthread_cond_destroy(&o->cond);
+    bthread_mutex_destroy(&o->mu);
+    delete o;
+  }
+};
+
+constexpr int kBatch = 1024;
+
+struct DestroyPairBase {
+  // Set by the signaller around each release call (read by the handler).
+  std::atomic<int> releasing{-1};
+  virtual void finish_from_handler(int index) = 0;
+
+ protected:
+  ~DestroyPairBase() = default;
+};
+thread_local DestroyPairBase* tls_pair = nullptr;
+std::atomic<long> g_destroyed_mid_release{0};  // by the handler
+
+template <typename Ops>
+struct DestroyPair final : DestroyPairBase {
+  using Obj = typename Ops::Obj;
+  // Whoever exchanges a slot's object out owns it until it puts it back.
+  std::atomic<Obj*> slots[kBatch] = {};
+  Obj* given[kBatch] = {};          // the signaller's copy, published by `round`
+  std::atomic<int> round{0};        // rounds handed to the signaller
+  std::atomic<int> remaining{0};    // objects of this round not destroyed yet
+  int rounds = 0;
+  timespec past{};
+
+  DestroyPair() {
+    clock_gettime(CLOCK_REALTIME, &past);
+    past.tv_sec -= 1;
+  }
+
+  // Destroys slot i's object if it got through; false if it is not there or
+  // not through.
+  template <bool kHandler>
+  bool finish(int i) {
+    Obj* o = slots[i].exchange(nullptr, std::memory_order_acq_rel);
+    if (o == nullptr) return false;
+    if (kHandler ? Ops::through_now(o, past) : Ops::through(o, past)) {
+      Ops::destroy(o);
+      if (kHandler) g_destroyed_mid_release.fetch_add(1, std::memory_order_relaxed);
+      remaining.fetch_sub(1, std::memory_order_release);
+      return true;
+    }
+    slots[i].store(o, std::memory_order_release);
+    return false;
+  }
+
+  void finish_from_handler(int index) override { finish<true>(index); }
+
+  void waiter() {
+    for (int r = 0; r < rounds; ++r) {
+      remaining.store(kBatch, std::memory_order_relaxed);
+      for (int i = 0; i < kBatch; ++i) {
+        given[i] = Ops::make();
+        slots[i].store(given[i], std::memory_order_relaxed);
+      }
+      round.store(r + 1, std::memory_order_release);
+      for (long polls = 1; remaining.load(std::memory_order_acquire) > 0; ++polls) {
+        for (int i = 0; i < kBatch; ++i) finish<false>(i);
+        if (polls % 64 == 0) bthread_yield();  // a fiber: let others on its worker run
+      }
+    }
+  }
+
+  void signaller() {
+    // The handler frees on this thread: set up its slot cache outside it.
+    weft::butex_destroy(weft::butex_create());
+    tls_pair = this;
+    for (int r = 0; r < rounds; ++r) {
+      while (round.load(std::memory_order_acquire) != r + 1) std::this_thread::yield();
+      Obj* batch[kBatch];
+      for (int i = 0; i < kBatch; ++i) batch[i] = given[i];
+      for (int i = 0; i < kBatch; ++i) {
+        releasing.store(i, std::memory_order_relaxed);
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        Ops::release(batch[i]);
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        releasing.store(-1, std::memory_order_relaxed);
+      }
+    }
+    tls_pair = nullptr;
+  }
+};
+
+// Interrupts signallers with a signal while they are inside a release call
+// (it watches their `releasing`); the handler destroys the object being
+// released if it already got through. Freeing memory in a signal handler is
+// safe here only because the code it interrupts (a release call) never
+// allocates. Not under TSan, which defers handlers to its own safe points
+// (so they could not land in the window) and reports the frees.
+class Preempter {
+ public:
+  struct Target {
+    pthread_t thread;
+    DestroyPairBase* pair;
+  };
+  explicit Preempter(std::vector<Target> targets) : targets_(std::move(targets)) {
+    struct sigaction sa {};
+    sa.sa_handler = [](int) {
+      const int saved_errno = errno;
+      DestroyPairBase* p = tls_pair;
+      if (p != nullptr) {
+        const int i = p->releasing.load(std::memory_order_relaxed);
+        if (i >= 0) p->finish_from_handler(i);
+      }
+      errno = saved_errno;
+    };
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(kSignal, &sa, &old_);
+    thread_ = std::thread([this] {
+      for (size_t i = 0; !stop_.load(std::memory_order_relaxed); ++i) {
+        const Target& t = targets_[i % targets_.size()];
+        if (t.pair->releasing.load(std::memory_order_relaxed) >= 0) pthread_kill(t.thread, kSignal);
+        if (i % 256 == 0) std::this_thread::yield();
+      }
+    });
+  }
+  ~Preempter() { stop(); }
+  // Before the targets are joined.
+  void stop() {
+    if (stop_.exchange(true)) return;
+    thread_.join();
+    sigaction(kSignal, &old_, nullptr);
+  }
+
+ private:
+  static constexpr int kSignal = SIGURG;
+  std::vector<Target> targets_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  struct sigaction old_ {};
+};
+
+template <typename Ops>
+void run_destroy_race() {
+  const int fiber_pairs = 1, pthread_pairs = 1;
+#if defined(WEFT_TSAN)
+  const int rounds = 10;
+#else
+  const int rounds = 200;  // about 2 s under ASan
+#endif
+  std::vector<std::unique_ptr<DestroyPair<Ops>>> pairs;
+  for (int i = 0; i < fiber_pairs + pthread_pairs; ++i) {
+    pairs.push_back(std::make_unique<DestroyPair<Ops>>());
+    pairs.back()->rounds = rounds;
+  }
+  std::vector<bthread_t> tids(fiber_pairs);
+  for (int i = 0; i < fiber_pairs; ++i) {
+    ASSERT_EQ(0, bthread_start_background(
+                     &tids[i], nullptr,
+                     [](void* a) -> void* {
+                       static_cast<DestroyPair<Ops>*>(a)->waiter();
+                       return nullptr;
+                     },
+                     pairs[i].get()));
+  }
+  std::vector<std::thread> waiters, signallers;
+  for (int i = fiber_pairs; i < fiber_pairs + pthread_pairs; ++i) {
+    waiters.emplace_back([&, i] { pairs[i]->waiter(); });
+  }
+  std::vector<Preempter::Target> targets;
+  for (auto& p : pairs) {
+    signallers.emplace_back([&p] { p->signaller(); });
+    targets.push_back({signallers.back().native_handle(), p.get()});
+  }
+#if !defined(WEFT_TSAN)
+  Preempter preempter(targets);
+#endif
+  for (auto& t : tids) EXPECT_EQ(0, bthread_join(t, nullptr));
+  for (auto& t : waiters) t.join();
+#if !defined(WEFT_TSAN)
+  preempter.stop();
+#endif
+  for (auto& t : signallers) t.join();
+  std::printf("%d objects; %ld destroyed inside their release call\n",
+              rounds * kBatch * (fiber_pairs + pthread_pairs), g_destroyed_mid_release.exchange(0));
+}
+
+TEST(DestroyAfterWakeTest, CountdownEventSignal) { run_destroy_race<EventOps>(); }
+TEST(DestroyAfterWakeTest, SemPost) { run_destroy_race<SemOps>(); }
+TEST(DestroyAfterWakeTest, CondSignal) { run_destroy_race<CondOps<false>>(); }
+TEST(DestroyAfterWakeTest, CondBroadcast) { run_destroy_race<CondOps<true>>(); }
 
 }  // namespace

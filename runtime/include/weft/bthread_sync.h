@@ -29,12 +29,13 @@ int bthread_mutex_destroy(bthread_mutex_t* mutex);
 int bthread_mutex_lock(bthread_mutex_t* mutex);
 // EBUSY when held.
 int bthread_mutex_trylock(bthread_mutex_t* mutex);
-// ETIMEDOUT when `abstime` (CLOCK_REALTIME) passes first. May suspend.
+// ETIMEDOUT when `abstime` (CLOCK_REALTIME) passes first, ENOMEM when no
+// timer could be set up for it. May suspend. Not ended by interrupts.
 int bthread_mutex_timedlock(bthread_mutex_t* mutex, const struct timespec* abstime);
 int bthread_mutex_unlock(bthread_mutex_t* mutex);
 
 typedef struct bthread_cond_t {
-  bthread_mutex_t* m;  // the mutex waiters use (set by the first wait)
+  bthread_mutex_t* m;  // the mutex of the latest wait (broadcast requeues onto it)
   int* seq;            // bumped by every signal/broadcast
 } bthread_cond_t;
 typedef struct bthread_condattr_t {
@@ -43,14 +44,20 @@ typedef struct bthread_condattr_t {
 
 int bthread_cond_init(bthread_cond_t* cond, const bthread_condattr_t* attr);
 int bthread_cond_destroy(bthread_cond_t* cond);
-// Wakes at least one waiter / all waiters.
+// Wakes at least one waiter / all waiters. Broadcast wakes one and moves
+// the others onto the mutex they wait with, to be woken one by one by its
+// unlocks (no thundering herd): all waiters of a condition variable must use
+// the same mutex at a time (as POSIX requires). A waiter that returned may
+// destroy the condition variable at once, even while a signal or broadcast
+// that released it is still running.
 int bthread_cond_signal(bthread_cond_t* cond);
 int bthread_cond_broadcast(bthread_cond_t* cond);
 // Releases `mutex`, waits for a signal, re-acquires `mutex`. Returns 0 also
 // when interrupted (as bthread) or woken spuriously: callers re-check their
 // predicate. May suspend.
 int bthread_cond_wait(bthread_cond_t* cond, bthread_mutex_t* mutex);
-// As bthread_cond_wait; ETIMEDOUT when `abstime` passes first.
+// As bthread_cond_wait; ETIMEDOUT when `abstime` passes first, ENOMEM when
+// no timer could be set up for it (`mutex` is re-acquired in every case).
 int bthread_cond_timedwait(bthread_cond_t* cond, bthread_mutex_t* mutex,
                            const struct timespec* abstime);
 
@@ -60,12 +67,16 @@ typedef struct bthread_sem_t {
 
 int bthread_sem_init(bthread_sem_t* sem, unsigned value);
 int bthread_sem_destroy(bthread_sem_t* sem);
-// May suspend. EINTR when the waiting fiber is interrupted.
+// May suspend. Not ended by interrupts (as in bthread): an interrupt that
+// arrives while waiting is re-armed for the fiber's next blocking call.
 int bthread_sem_wait(bthread_sem_t* sem);
 // EAGAIN when the count is 0.
 int bthread_sem_trywait(bthread_sem_t* sem);
-// ETIMEDOUT when `abstime` passes first. May suspend.
+// ETIMEDOUT when `abstime` passes first, ENOMEM when no timer could be set
+// up for it. Interrupts as in bthread_sem_wait. May suspend.
 int bthread_sem_timedwait(bthread_sem_t* sem, const struct timespec* abstime);
+// A waiter that got the count may destroy the semaphore at once, even while
+// the post that gave it is still running.
 int bthread_sem_post(bthread_sem_t* sem);
 int bthread_sem_post_n(bthread_sem_t* sem, unsigned n);
 

@@ -5,8 +5,11 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <mutex>
+#include <vector>
 
 #include "base/compiler.h"
+#include "base/fault_injection.h"
 #include "base/sanitizer.h"
 #include "base/time_util.h"
 #include "local/key_table.h"
@@ -21,14 +24,149 @@ DEFINE_int64(weft_max_fibers, 0,
              "beyond the id space (16M)");
 
 namespace weft::sched {
+
+std::atomic<int> g_fault_meta_butex_alloc{0};
+std::atomic<int> g_fault_pthread_create{0};
+
 namespace {
 
-std::atomic<int64_t> g_alive{0};
-std::atomic<uint64_t> g_created{0};
 thread_local TaskMeta* tls_pthread_fiber = nullptr;
+
+// ---- fiber counts: per-thread cells ----
+//
+// Every start and end bumps a cell of the calling thread: a relaxed load and
+// store by the only writer, so no locked instruction and no shared cache
+// line. Readers add up the cells of every thread under `mu`; a thread that
+// exits folds its cells into the retired sums (under `mu` too, so a reader
+// counts them once) and leaves the zeroed cells for the next thread.
+// All three counts only grow; alive = begun - ended.
+struct alignas(64) FiberCells {
+  std::atomic<int64_t> begun{0};    // starts that passed the limit check
+  std::atomic<int64_t> ended{0};    // fibers ended, and starts that then failed
+  std::atomic<int64_t> created{0};  // starts that succeeded
+};
+
+struct CellRegistry {
+  std::mutex mu;
+  std::vector<FiberCells*> live;   // guarded by mu
+  std::vector<FiberCells*> spare;  // guarded by mu; zeroed, from exited threads
+  // Exited threads' counts, and bumps made by a thread past its cells'
+  // destruction (rare: thread-exit code that starts or ends a fiber).
+  std::atomic<int64_t> retired_begun{0};
+  std::atomic<int64_t> retired_ended{0};
+  std::atomic<int64_t> retired_created{0};
+};
+
+CellRegistry& cell_registry() {
+  static auto* r = new CellRegistry;  // leaked: threads exit after main returns
+  return *r;
+}
+
+struct CellsOwner {
+  FiberCells* cells = nullptr;
+  ~CellsOwner();
+};
+
+// The fast path reads only this trivially destructible pointer; the owner,
+// with its destructor, is touched once per thread.
+thread_local FiberCells* tls_cells = nullptr;
+thread_local bool tls_cells_gone = false;
+thread_local CellsOwner tls_cells_owner;
+
+CellsOwner::~CellsOwner() {
+  tls_cells = nullptr;
+  tls_cells_gone = true;
+  if (cells == nullptr) return;
+  CellRegistry& r = cell_registry();
+  std::lock_guard<std::mutex> guard(r.mu);
+  r.retired_begun.fetch_add(cells->begun.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  r.retired_ended.fetch_add(cells->ended.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  r.retired_created.fetch_add(cells->created.load(std::memory_order_relaxed),
+                              std::memory_order_relaxed);
+  cells->begun.store(0, std::memory_order_relaxed);
+  cells->ended.store(0, std::memory_order_relaxed);
+  cells->created.store(0, std::memory_order_relaxed);
+  for (size_t i = 0; i < r.live.size(); ++i) {
+    if (r.live[i] == cells) {
+      r.live[i] = r.live.back();
+      r.live.pop_back();
+      break;
+    }
+  }
+  r.spare.push_back(cells);
+  cells = nullptr;
+}
+
+// Null once this thread's cells are gone (thread exit).
+WEFT_NOINLINE FiberCells* adopt_cells() {
+  if (tls_cells_gone) return nullptr;
+  CellRegistry& r = cell_registry();
+  FiberCells* c;
+  {
+    std::lock_guard<std::mutex> guard(r.mu);
+    if (!r.spare.empty()) {
+      c = r.spare.back();
+      r.spare.pop_back();
+    } else {
+      c = new FiberCells;
+    }
+    r.live.push_back(c);
+  }
+  tls_cells_owner.cells = c;
+  tls_cells = c;
+  return c;
+}
+
+inline FiberCells* my_cells() {
+  FiberCells* c = tls_cells;
+  return WEFT_LIKELY(c != nullptr) ? c : adopt_cells();
+}
+
+// Release: the limit check reads `ended` with acquire before `begun`, so an
+// end it counts comes with the start that preceded it.
+inline void bump(std::atomic<int64_t> FiberCells::*cell, std::atomic<int64_t> CellRegistry::*retired) {
+  FiberCells* c = my_cells();
+  if (WEFT_LIKELY(c != nullptr)) {
+    std::atomic<int64_t>& v = c->*cell;
+    v.store(v.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+  } else {
+    (cell_registry().*retired).fetch_add(1, std::memory_order_release);
+  }
+}
+void count_begun() { bump(&FiberCells::begun, &CellRegistry::retired_begun); }
+void count_ended() { bump(&FiberCells::ended, &CellRegistry::retired_ended); }
+void count_created() { bump(&FiberCells::created, &CellRegistry::retired_created); }
+
+struct FiberCounts {
+  int64_t begun, ended, created;
+};
+
+// Caller holds cell_registry().mu. Every `ended` is read (acquire) before
+// any `begun`: each end counted was preceded by its start, whose bump is
+// then visible too, so begun - ended never undercounts the fibers alive.
+FiberCounts sum_cells_locked(CellRegistry& r) {
+  FiberCounts s{0, 0, 0};
+  s.ended = r.retired_ended.load(std::memory_order_acquire);
+  for (FiberCells* c : r.live) s.ended += c->ended.load(std::memory_order_acquire);
+  s.begun = r.retired_begun.load(std::memory_order_acquire);
+  for (FiberCells* c : r.live) s.begun += c->begun.load(std::memory_order_acquire);
+  s.created = r.retired_created.load(std::memory_order_relaxed);
+  for (FiberCells* c : r.live) s.created += c->created.load(std::memory_order_relaxed);
+  return s;
+}
+
+FiberCounts sum_cells() {
+  CellRegistry& r = cell_registry();
+  std::lock_guard<std::mutex> guard(r.mu);
+  return sum_cells_locked(r);
+}
 
 uint32_t current_version(const TaskMeta* m) {
   return static_cast<uint32_t>(m->version_butex->value.load(std::memory_order_acquire));
+}
+
+wait::Butex* alloc_slot_butex() {
+  return base::inject_fault(g_fault_meta_butex_alloc) ? nullptr : wait::butex_alloc();
 }
 
 // Takes a slot and readies its per-slot butexes (created once per slot,
@@ -37,14 +175,20 @@ TaskMeta* alloc_meta() {
   const uint32_t slot = task_pool().alloc();
   if (slot == TaskMetaPool::kInvalid) return nullptr;
   TaskMeta* m = task_pool().at(slot);
+  // Before anything can fail: a slot handed back below and taken again must
+  // still know its index (it is written once; every later use finds it set).
+  if (WEFT_UNLIKELY(m->slot != slot)) m->slot = slot;
   if (WEFT_UNLIKELY(m->version_butex == nullptr)) {
-    m->version_butex = wait::butex_alloc();
-    m->sleep_butex = wait::butex_alloc();
-    if (m->version_butex == nullptr || m->sleep_butex == nullptr) {
+    // version_butex goes last: non-null means the slot is complete (join,
+    // interrupt and the fiber dump test it). A butex allocated before a
+    // failure stays with the slot for its next use.
+    if (m->sleep_butex == nullptr) m->sleep_butex = alloc_slot_butex();
+    wait::Butex* version = m->sleep_butex == nullptr ? nullptr : alloc_slot_butex();
+    if (version == nullptr) {
       task_pool().free(slot);
       return nullptr;
     }
-    m->slot = slot;
+    __atomic_store_n(&m->version_butex, version, __ATOMIC_RELEASE);
   }
   return m;
 }
@@ -69,13 +213,46 @@ void init_meta(TaskMeta* m, const bthread_attr_t& attr, void* (*fn)(void*), void
   m->keytable = nullptr;
 }
 
+// Counts a start in (false: --weft_max_fibers reached). Without a limit
+// (the default) that is a bump of this thread's cell. With one, the check
+// must be exact: starts are serialized under the registry's lock and each
+// adds up every thread's cells (a cost per start that grows with the
+// thread count, paid only when the limit is set). A fiber ending meanwhile
+// may still be counted: at worst EAGAIN while the last one is on its way
+// out, as when it had not ended yet.
 bool reserve_alive() {
-  const int64_t now = g_alive.fetch_add(1, std::memory_order_relaxed) + 1;
-  if (FLAGS_weft_max_fibers > 0 && now > FLAGS_weft_max_fibers) {
-    g_alive.fetch_sub(1, std::memory_order_relaxed);
-    return false;
+  const int64_t max = FLAGS_weft_max_fibers;
+  if (WEFT_LIKELY(max <= 0)) {
+    count_begun();
+    return true;
   }
+  my_cells();  // a thread's first cells are adopted under the lock taken below
+  CellRegistry& r = cell_registry();
+  std::lock_guard<std::mutex> guard(r.mu);
+  const FiberCounts s = sum_cells_locked(r);
+  if (s.begun - s.ended >= max) return false;
+  count_begun();  // under the lock: the next start sees it
   return true;
+}
+
+// Gives back a reservation whose start then failed.
+void unreserve_alive() { count_ended(); }
+
+// Ends a slot's fiber that never ran (its thread could not be made): the
+// version moves on to even under the lock, as in fiber_finished, so the id
+// is dead at once for join, interrupt and the dump; then the slot is free.
+void abandon_meta(TaskMeta* m) {
+  m->lock.lock();
+  const uint32_t next = current_version(m) + 1;
+  m->version_butex->value.store(static_cast<int>(next), std::memory_order_release);
+  const bool has_joiners = m->njoiners != 0;
+  m->lock.unlock();
+  // Nobody had the id, so nobody can be joining; keep the invariant anyway.
+  if (has_joiners) {
+    wait::butex_wake_some(m->version_butex, INT32_MAX, 0);
+  } else {
+    task_pool().free(m->slot);
+  }
 }
 
 void* pthread_fiber_main(void* arg) {
@@ -91,24 +268,33 @@ int start_in_pthread(bthread_t* tid, const bthread_attr_t& attr, void* (*fn)(voi
   if (!reserve_alive()) return EAGAIN;
   TaskMeta* m = alloc_meta();
   if (m == nullptr) {
-    g_alive.fetch_sub(1, std::memory_order_relaxed);
+    unreserve_alive();
     return EAGAIN;
   }
   init_meta(m, attr, fn, arg);
   m->in_pthread = true;
-  if (tid != nullptr) *tid = m->tid;
+  // The id is stored before the thread starts, so the fiber may read *tid
+  // (as with any fiber); a failed start puts the caller's value back. Read
+  // from m only before pthread_create: the fiber may end and its slot be
+  // reused before pthread_create returns.
+  const bthread_t id = m->tid;
+  const bthread_t saved = tid != nullptr ? *tid : 0;
+  if (tid != nullptr) *tid = id;
   pthread_attr_t pattr;
   pthread_attr_init(&pattr);
   pthread_attr_setdetachstate(&pattr, PTHREAD_CREATE_DETACHED);
   pthread_t thread;
-  const int rc = pthread_create(&thread, &pattr, pthread_fiber_main, m);
+  const int rc = base::inject_fault(g_fault_pthread_create)
+                     ? EAGAIN
+                     : pthread_create(&thread, &pattr, pthread_fiber_main, m);
   pthread_attr_destroy(&pattr);
   if (rc != 0) {
-    task_pool().free(m->slot);
-    g_alive.fetch_sub(1, std::memory_order_relaxed);
+    if (tid != nullptr) *tid = saved;
+    abandon_meta(m);
+    unreserve_alive();
     return EAGAIN;
   }
-  g_created.fetch_add(1, std::memory_order_relaxed);
+  count_created();
   return 0;
 }
 
@@ -144,13 +330,13 @@ int start_fiber(bthread_t* tid, const bthread_attr_t* attr_in, void* (*fn)(void*
   if (!reserve_alive()) return EAGAIN;
   TaskMeta* m = alloc_meta();
   if (m == nullptr) {
-    g_alive.fetch_sub(1, std::memory_order_relaxed);
+    unreserve_alive();
     return EAGAIN;
   }
   const int rc = stack_acquire(cls, &m->stack);
   if (rc != 0) {
     task_pool().free(m->slot);
-    g_alive.fetch_sub(1, std::memory_order_relaxed);
+    unreserve_alive();
     return rc;
   }
   init_meta(m, attr, fn, arg);
@@ -161,7 +347,7 @@ int start_fiber(bthread_t* tid, const bthread_attr_t* attr_in, void* (*fn)(void*
   m->asan_stack_size = m->stack.size;
   m->tsan_fiber = base::tsan_create_fiber();
   if (tid != nullptr) *tid = m->tid;
-  g_created.fetch_add(1, std::memory_order_relaxed);
+  count_created();  // before the switch below: this thread's cell
 
   TaskGroup* g = urgent ? TaskGroup::current() : nullptr;
   if (g != nullptr && g->running_fiber()) {
@@ -187,13 +373,15 @@ void* run_fiber_function(TaskMeta* m) {
 }
 
 void fiber_finished(TaskMeta* m) {
+  // Counted before the version moves: whoever sees the fiber ended (a
+  // joiner) also sees it gone from fibers_alive() and from the limit.
+  count_ended();
   m->lock.lock();
   const uint32_t next = current_version(m) + 1;  // even: ended (0 after a wrap)
   // Release pairs with the acquire loads of joiners: they see `result`.
   m->version_butex->value.store(static_cast<int>(next), std::memory_order_release);
   const bool has_joiners = m->njoiners != 0;
   m->lock.unlock();
-  g_alive.fetch_sub(1, std::memory_order_relaxed);
   if (has_joiners) {
     // The last joiner frees the slot once it has read the result.
     wait::butex_wake_some(m->version_butex, INT32_MAX, 0);
@@ -286,7 +474,10 @@ TaskMeta* current_fiber() {
   return tls_pthread_fiber;
 }
 
-int64_t fibers_alive() { return g_alive.load(std::memory_order_relaxed); }
-uint64_t fibers_created() { return g_created.load(std::memory_order_relaxed); }
+int64_t fibers_alive() {
+  const FiberCounts s = sum_cells();
+  return s.begun - s.ended;
+}
+uint64_t fibers_created() { return static_cast<uint64_t>(sum_cells().created); }
 
 }  // namespace weft::sched

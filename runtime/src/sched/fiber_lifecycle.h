@@ -35,7 +35,9 @@ int fiber_stopped(bthread_t tid);
 // nullptr in a plain pthread.
 TaskMeta* current_fiber();
 
-// Fibers started and not yet ended, and started in total (relaxed).
+// Fibers started and not yet ended, and started in total: sums of
+// per-thread cells (a lock and one read per thread), exact when no fiber is
+// starting or ending, approximate (by those in flight) otherwise.
 int64_t fibers_alive();
 uint64_t fibers_created();
 

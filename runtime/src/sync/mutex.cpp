@@ -25,11 +25,13 @@ int mutex_lock_slow(std::atomic<int>* word, int64_t deadline) {
   // too few.
   while (word->exchange(2, std::memory_order_acquire) != 0) {
     if (wait::butex_wait_until(butex_at(word), 2, deadline) != 0) {
-      if (errno == ETIMEDOUT) {
-        rc = ETIMEDOUT;
+      const int err = errno;
+      // ENOMEM: no timer for the deadline. Retrying would spin.
+      if (err == ETIMEDOUT || err == ENOMEM) {
+        rc = err;
         break;
       }
-      if (errno == EINTR) swallowed = true;
+      if (err == EINTR) swallowed = true;
     }
   }
   if (swallowed) rearm_interrupt();

@@ -92,6 +92,10 @@ int bthread_rwlock_trywrlock(bthread_rwlock_t* rw) {
 }
 
 int bthread_rwlock_unlock(bthread_rwlock_t* rw) {
+  // Read before the state mutex is released: after that a waiter may take
+  // the lock, release it and destroy *rw before we wake.
+  int* const write_seq = rw->write_seq;
+  int* const read_seq = rw->read_seq;
   bthread_mutex_lock(&rw->lock);
   if (rw->writer) {
     rw->writer = 0;
@@ -104,15 +108,15 @@ int bthread_rwlock_unlock(bthread_rwlock_t* rw) {
   bool wake_writer = false;
   bool wake_readers = false;
   if (rw->readers == 0 && rw->waiting_writers > 0) {
-    atomic_at(rw->write_seq)->fetch_add(1, std::memory_order_relaxed);
+    atomic_at(write_seq)->fetch_add(1, std::memory_order_relaxed);
     wake_writer = true;
   } else if (rw->waiting_writers == 0 && !rw->writer) {
-    atomic_at(rw->read_seq)->fetch_add(1, std::memory_order_relaxed);
+    atomic_at(read_seq)->fetch_add(1, std::memory_order_relaxed);
     wake_readers = true;
   }
   bthread_mutex_unlock(&rw->lock);
-  if (wake_writer) weft::wait::butex_wake_some(butex_at(rw->write_seq), 1, 0);
-  if (wake_readers) weft::wait::butex_wake_some(butex_at(rw->read_seq), INT_MAX, 0);
+  if (wake_writer) weft::wait::butex_wake_some(butex_at(write_seq), 1, 0);
+  if (wake_readers) weft::wait::butex_wake_some(butex_at(read_seq), INT_MAX, 0);
   return 0;
 }
 

@@ -22,14 +22,28 @@ bool try_take(std::atomic<int>* count) {
   return false;
 }
 
+// Interrupts do not end the wait (as in bthread): one consumed while
+// waiting is re-armed for the fiber's next blocking call.
 int sem_wait_until(bthread_sem_t* sem, int64_t deadline) {
-  std::atomic<int>* count = atomic_at(sem->butex);
+  unsigned* const word = sem->butex;
+  std::atomic<int>* count = atomic_at(word);
+  bool swallowed = false;
+  int rc = 0;
   for (;;) {
-    if (try_take(count)) return 0;
-    if (weft::wait::butex_wait_until(butex_at(sem->butex), 0, deadline) != 0) {
-      if (errno == ETIMEDOUT || errno == EINTR) return errno;
+    if (try_take(count)) break;
+    if (weft::wait::butex_wait_until(butex_at(word), 0, deadline) != 0) {
+      const int err = errno;
+      if (err == EINTR) {
+        swallowed = true;
+      } else if (err == ETIMEDOUT || err == ENOMEM) {
+        // ENOMEM: no timer for the deadline. Retrying would spin.
+        rc = err;
+        break;
+      }
     }
   }
+  if (swallowed) weft::sync::rearm_interrupt();
+  return rc;
 }
 
 }  // namespace
@@ -63,8 +77,11 @@ int bthread_sem_post(bthread_sem_t* sem) { return bthread_sem_post_n(sem, 1); }
 
 int bthread_sem_post_n(bthread_sem_t* sem, unsigned n) {
   if (n == 0) return 0;
-  atomic_at(sem->butex)->fetch_add(static_cast<int>(n), std::memory_order_release);
-  weft::wait::butex_wake_some(butex_at(sem->butex), static_cast<int>(n), 0);
+  // Read before the fetch_add, which may let a waiter return and destroy
+  // *sem (allowed once no thread is blocked on it).
+  unsigned* const word = sem->butex;
+  atomic_at(word)->fetch_add(static_cast<int>(n), std::memory_order_release);
+  weft::wait::butex_wake_some(butex_at(word), static_cast<int>(n), 0);
   return 0;
 }
 

@@ -30,7 +30,9 @@ inline int64_t deadline_of(const timespec* abstime) {
 // the interrupt back for the fiber's next blocking call.
 void rearm_interrupt();
 
-// Acquires a mutex word past the fast path (see mutex.cpp). 0 or ETIMEDOUT.
+// Acquires a mutex word past the fast path (see mutex.cpp), leaving it at 2
+// ("locked, maybe waiters"). 0, ETIMEDOUT, or ENOMEM when no timer could be
+// set for `deadline`.
 int mutex_lock_slow(std::atomic<int>* word, int64_t deadline);
 
 }  // namespace weft::sync

@@ -1,11 +1,13 @@
 #include "weft/butex.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stddef.h>
 
 #include <climits>
 
 #include "base/compiler.h"
+#include "base/fault_injection.h"
 #include "base/futex.h"
 #include "base/slot_pool.h"
 #include "sched/task_control.h"
@@ -16,9 +18,26 @@
 #include "wait/butex_internal.h"
 
 namespace weft::wait {
+
+std::atomic<int> g_fault_timer_add{0};
+
 namespace {
 
 using ButexPool = base::SlotPool<Butex>;
+
+// Waits until `done()`, for a store another thread makes in a few
+// instructions. That thread may be a preempted pthread (the timer thread, an
+// interrupter), so after a short spin give it the CPU.
+template <typename Done>
+void spin_until(Done done) {
+  for (int spins = 0; !done(); ++spins) {
+    if (spins < 64) {
+      base::cpu_relax();
+    } else {
+      sched_yield();
+    }
+  }
+}
 
 void link_tail(Butex* b, ButexWaiter* w) {
   w->next = &b->waiters;
@@ -120,9 +139,11 @@ int wait_in_fiber(sched::TaskGroup* g, Butex* b, int expected, int64_t deadline)
     }
     // Armed before we are enqueued: if it fires first, timeout_fired tells
     // the enqueuer (see enqueue_fiber_waiter).
-    const int rc = timer::timer_add(&w.timer_id, deadline, on_wait_timeout, &w);
+    const int rc = base::inject_fault(g_fault_timer_add)
+                       ? ENOMEM
+                       : timer::timer_add(&w.timer_id, deadline, on_wait_timeout, &w);
     if (rc != 0) {
-      errno = rc;
+      errno = rc;  // ENOMEM: callers give it back rather than retry
       return -1;
     }
   }
@@ -137,12 +158,12 @@ int wait_in_fiber(sched::TaskGroup* g, Butex* b, int expected, int64_t deadline)
   // Resumed (maybe on another worker). Keep `w` alive until nobody can
   // touch it: first the timeout callback...
   if (w.timer_id != 0 && timer::timer_del(w.timer_id) != 0) {
-    while (!w.timer_done.load(std::memory_order_acquire)) base::cpu_relax();
+    spin_until([&] { return w.timer_done.load(std::memory_order_acquire); });
   }
   // ...then an interrupter holding the token (it puts it back when done).
-  while (m->current_waiter.exchange(nullptr, std::memory_order_acquire) == nullptr) {
-    base::cpu_relax();
-  }
+  spin_until([&] {
+    return m->current_waiter.exchange(nullptr, std::memory_order_acquire) != nullptr;
+  });
   m->wait_butex.store(nullptr, std::memory_order_relaxed);
   if (w.reason == 0) return 0;
   if (w.reason == EINTR) m->interrupted.store(false, std::memory_order_relaxed);
@@ -197,9 +218,9 @@ int wait_in_pthread(Butex* b, int expected, int64_t deadline, sched::TaskMeta* m
   }
   if (m != nullptr) {
     // An interrupter may hold the token (and touch `w`): wait for it back.
-    while (m->current_waiter.exchange(nullptr, std::memory_order_acquire) == nullptr) {
-      base::cpu_relax();
-    }
+    spin_until([&] {
+      return m->current_waiter.exchange(nullptr, std::memory_order_acquire) != nullptr;
+    });
     if (w.reason == EINTR) m->interrupted.store(false, std::memory_order_relaxed);
   }
   if (w.reason == 0) return 0;
