@@ -32,6 +32,10 @@ struct Socket::WriteRequest {
   Socket* socket = nullptr;
   // Bytes counted into _unwritten_bytes for this request.
   int64_t accounted = 0;
+  // The close request CloseGracefully pushes (no data): the writer stops
+  // there and fails the socket, so every request before it is flushed and
+  // none after it is written.
+  bool is_close = false;
   // Link in a free list of the request pool (socket_write.cpp); unused
   // while the request is live.
   WriteRequest* pool_next = nullptr;
