@@ -237,28 +237,32 @@ int Socket::StartWrite(WriteRequest* req, const WriteOptions& opt) {
     return 0;
   }
 
-  if (!_app_connect) {
-    // Write once in the caller: most writes finish here, with no fiber.
-    const ssize_t nw = req->data.cut_into_file_descriptor(fd());
-    if (nw < 0) {
-      if (errno != EAGAIN) {
-        saved_errno = errno;
-        FailWriterAndReleaseAll(req, saved_errno, "write into");
-        if (opt.id_wait.value != 0) return 0;
-        errno = saved_errno;
-        return -1;
-      }
-    } else {
-      AddOutputBytes(nw);
+  // Write once in the caller: most writes finish here, with no fiber. Also
+  // on sockets with an AppConnect: here the connect (and the AppConnect)
+  // is done, since until KeepWrite took over after it nobody else could
+  // become the writer, and KeepWrite writes the same fd the same way.
+  ssize_t nw;
+  do {
+    nw = req->data.cut_into_file_descriptor(fd());
+    // A signal interrupted the call: nothing was written, try again.
+  } while (nw < 0 && errno == EINTR);
+  if (nw < 0) {
+    if (errno != EAGAIN) {
+      saved_errno = errno;
+      FailWriterAndReleaseAll(req, saved_errno, "write into");
+      if (opt.id_wait.value != 0) return 0;
+      errno = saved_errno;
+      return -1;
     }
-    if (IsWriteComplete(req, true, nullptr)) {
-      ReturnSuccessfulWriteRequest(req);
-      return 0;
-    }
+  } else {
+    AddOutputBytes(nw);
+  }
+  if (IsWriteComplete(req, true, nullptr)) {
+    ReturnSuccessfulWriteRequest(req);
+    return 0;
   }
 
-  // Not finished (or an app-level layer must write): continue in a fiber
-  // that holds its own reference.
+  // Not finished: continue in a fiber that holds its own reference.
   SocketUniquePtr ptr_for_keep_write;
   ReAddress(&ptr_for_keep_write);
   req->socket = ptr_for_keep_write.release();
@@ -299,6 +303,8 @@ void* Socket::KeepWrite(void* arg) {
     }
     const ssize_t nw = s->DoWrite(req);
     if (nw < 0) {
+      // A signal interrupted the call (nothing was written): again.
+      if (errno == EINTR) continue;
       if (errno != EAGAIN) {
         s->FailWriterAndReleaseAll(req, errno, "keep-write into");
         return nullptr;
