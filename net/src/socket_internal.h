@@ -4,6 +4,8 @@
 
 #include <stdint.h>
 
+#include <atomic>
+
 #include "weft/bthread.h"
 #include "weft/net/iobuf.h"
 #include "weft/net/socket.h"
@@ -58,6 +60,11 @@ struct Socket::EpollOutRequest : public SocketUser {
 };
 
 namespace net_internal {
+// Test-only: when set, called while a connect timeout is being counted
+// (connect_timeout_test shows a successful connect elsewhere never waits
+// for it).
+extern std::atomic<void (*)()> connect_timeout_count_hook;
+
 inline Socket::EpollOutRequest* as_epollout_request(SocketUser* user) {
   return dynamic_cast<Socket::EpollOutRequest*>(user);
 }
