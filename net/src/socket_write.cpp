@@ -97,7 +97,8 @@ thread_local LocalRequests tls_requests;
 // Delete run in fibers, which may resume on another pthread after any
 // suspension, and an inlined accessor lets the compiler reuse a TLS address
 // computed earlier in the caller.
-WEFT_NOINLINE LocalRequests* local_requests() {
+// maybe_unused: ASan builds (plain new/delete) never call it.
+[[maybe_unused]] WEFT_NOINLINE LocalRequests* local_requests() {
   asm volatile("" ::: "memory");
   if (WEFT_UNLIKELY(tls_requests_gone)) return nullptr;
   return &tls_requests;
