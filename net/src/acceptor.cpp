@@ -107,7 +107,9 @@ void Acceptor::StopAccept() {
   ListConnections(&ids);
   for (const SocketId id : ids) {
     SocketUniquePtr s;
-    if (Socket::Address(id, &s) == 0) s->SetFailed(ELOGOFF, "the acceptor is stopping");
+    // Graceful: replies already accepted for writing are flushed (bounded
+    // by --weft_socket_close_flush_ms) before the connection closes.
+    if (Socket::Address(id, &s) == 0) s->CloseGracefully(ELOGOFF, "the acceptor is stopping");
   }
   if (idle_tid != 0) {
     bthread_stop(idle_tid);
@@ -230,7 +232,8 @@ void* Acceptor::CloseIdleConnections(void* arg) {
       if (Socket::Address(id, &s) != 0) continue;
       const int64_t idle_for = now_us - s->last_active_us();
       if (idle_for > idle_us) {
-        s->SetFailed(ETIMEDOUT, "idle for %lld ms", static_cast<long long>(idle_for / 1000));
+        // Graceful: a reply still queued (a slow reader) is flushed first.
+        s->CloseGracefully(ETIMEDOUT, "idle for %lld ms", static_cast<long long>(idle_for / 1000));
       }
     }
   }

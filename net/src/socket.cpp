@@ -26,6 +26,10 @@
 
 DEFINE_int32(weft_socket_send_buffer_size, 0,
              "SO_SNDBUF of every socket weft sets up; <= 0 keeps the system's");
+DEFINE_int32(weft_socket_close_flush_ms, 2000,
+             "A graceful close (EOF, a stopping server, an idle timeout) flushes the writes "
+             "already accepted for at most this long before the connection closes anyway; "
+             "<= 0: close at once, dropping them");
 DEFINE_int32(weft_socket_recv_buffer_size, 0,
              "SO_RCVBUF of every socket weft sets up; <= 0 keeps the system's");
 
@@ -81,6 +85,13 @@ int Socket::Create(const SocketOptions& options, SocketId* id) {
   m->_connect_id.store(INVALID_SOCKET_ID, std::memory_order_relaxed);
   m->_nevent.store(0, std::memory_order_relaxed);
   m->_error_code.store(0, std::memory_order_relaxed);
+  m->_close_error_code.store(0, std::memory_order_relaxed);
+  m->_close_timer = 0;
+  {
+    std::lock_guard<std::mutex> guard(m->_written_ids_mu);
+    m->_written_ids.clear();
+    m->_written_ids_failed = false;
+  }
   {
     std::lock_guard<std::mutex> guard(m->_error_mu);
     m->_error_text.clear();
@@ -133,7 +144,14 @@ int Socket::SetUpFileDescriptor(int fd) {
   if (_remote_side.is_set() == false) _remote_side = get_remote_side(fd);
   // Release: whoever sees fd() >= 0 (acquire) also sees the sides above.
   // Stored before the fd enters epoll: the reading fiber reads it.
-  _fd.store(fd, std::memory_order_release);
+  // seq_cst, not just release: the connect path stores the fd here and then
+  // loads Failed() (seq_cst), while SetFailed moves the version (seq_cst)
+  // and then loads _fd (seq_cst). In the single total order of these four,
+  // at least one side sees the other's store, so a socket failed while
+  // adopting its fd either finds the fd in SetFailed (and shuts it down) or
+  // is seen failed by the connect path (which shuts it down). With
+  // release/acquire both loads could miss (store-buffering).
+  _fd.store(fd, std::memory_order_seq_cst);
   const int fd_flags = fcntl(fd, F_GETFD);
   if (fd_flags < 0 || fcntl(fd, F_SETFD, fd_flags | FD_CLOEXEC) != 0) return -1;
   const int fl_flags = fcntl(fd, F_GETFL);
@@ -257,6 +275,17 @@ void Socket::OnRecycle() {
     abort();
   }
   _unwritten_bytes.store(0, std::memory_order_relaxed);
+  // The flush bound may still be armed (the flush ended first): its
+  // callback addresses the socket by id, so a late one finds nothing, but
+  // there is no need to keep it.
+  if (_close_timer != 0) {
+    bthread_timer_del(_close_timer);
+    _close_timer = 0;
+  }
+  {
+    std::lock_guard<std::mutex> guard(_written_ids_mu);
+    _written_ids.clear();
+  }
   SocketUser* const user = _user;
   _user = nullptr;
   const uint32_t slot = slot_of_id(_this_id);
@@ -291,17 +320,23 @@ int Socket::SetFailed(int error_code, const char* fmt, ...) {
   for (;;) {
     if (version_of_vref(vref) != id_ver) return -1;
     // Only one caller moves the version from id_ver to id_ver + 1.
+    // seq_cst (a release at least, for the error code above): pairs with
+    // the _fd store / Failed() load of the connect path, see
+    // SetUpFileDescriptor.
     if (_versioned_ref.compare_exchange_strong(vref, make_vref(id_ver + 1, nref_of_vref(vref)),
-                                               std::memory_order_release,
+                                               std::memory_order_seq_cst,
                                                std::memory_order_relaxed)) {
       break;
     }
   }
   // Let the peer see the end now, not when the last reference goes: the fd
   // number itself stays ours (no reuse) until recycling closes it. Writers
-  // still inside writev get EPIPE; the reading fiber reads EOF.
-  const int fd = _fd.load(std::memory_order_acquire);
+  // still inside writev get EPIPE; the reading fiber reads EOF. seq_cst:
+  // see the version CAS above.
+  const int fd = _fd.load(std::memory_order_seq_cst);
   if (fd >= 0) shutdown(fd, SHUT_RDWR);
+  // Calls whose requests went out and are waiting for replies hear it now.
+  ErrorWrittenIds(error_code);
   // A connect in flight (ConnectIfNot) is cancelled now rather than when it
   // completes or times out: failing its temporary socket runs the connect
   // callback with ECANCELED, which fails every queued request with this
@@ -326,6 +361,109 @@ int Socket::SetFailed(int error_code, const char* fmt, ...) {
 
 int Socket::SetFailed() { return SetFailed(EFAILEDSOCKET, nullptr); }
 
+int Socket::CloseGracefully(int error_code, const char* fmt, ...) {
+  if (error_code == 0) error_code = EFAILEDSOCKET;
+  if (Failed()) return -1;
+  {
+    // One close wins; Write refuses from the moment it reads the code
+    // (acquire pairs with this release).
+    int expected = 0;
+    if (!_close_error_code.compare_exchange_strong(expected, error_code, std::memory_order_acq_rel,
+                                                   std::memory_order_relaxed)) {
+      return -1;
+    }
+  }
+  if (fmt != nullptr) {
+    // The text the failure will carry (SetFailed(code, nullptr) below keeps
+    // it; an abort meanwhile replaces it with its own).
+    char text[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    std::lock_guard<std::mutex> guard(_error_mu);
+    _error_text = text;
+  }
+  const int flush_ms = FLAGS_weft_socket_close_flush_ms;
+  if (flush_ms <= 0) return SetFailed(error_code, nullptr) == 0 ? 0 : -1;
+  // The bound: past it OnCloseFlushTimeout aborts whatever is left. Armed
+  // before the close request is pushed, so the flush cannot end (and the
+  // socket recycle) before _close_timer is set: our caller's reference
+  // keeps the socket alive through this call.
+  const timespec due = base::ns_to_timespec(base::realtime_ns() + flush_ms * 1000000LL);
+  if (bthread_timer_add(&_close_timer, due, OnCloseFlushTimeout,
+                        reinterpret_cast<void*>(_this_id)) != 0) {
+    _close_timer = 0;
+    WEFT_NET_WARN("fail to arm the close flush timer of %s; flushing unbounded",
+                  description().c_str());
+  }
+  // Behind every accepted write: the writer flushes them and then, reaching
+  // this request, fails the socket (FinishGracefulClose). If nobody is
+  // writing, StartWrite finishes the close at once.
+  WriteRequest* const req = WriteRequest::New();
+  if (req == nullptr) return SetFailed(error_code, nullptr) == 0 ? 0 : -1;
+  req->is_close = true;
+  req->accounted = 0;
+  req->id_wait = INVALID_BTHREAD_ID;
+  req->socket = nullptr;
+  req->next.store(WriteRequest::UNCONNECTED, std::memory_order_relaxed);
+  static const WriteOptions kCloseOptions;
+  StartWrite(req, kCloseOptions);
+  return 0;
+}
+
+void Socket::OnCloseFlushTimeout(void* arg) {
+  // Runs on the timer thread: SetFailed reports to id_wait handlers (users'
+  // code), which must not delay other timers, so move to a fiber.
+  void* (*const run)(void*) = [](void* id_arg) -> void* {
+    SocketUniquePtr s;
+    // Fails (nothing to do) once the flush ended and the socket failed.
+    if (Socket::Address(reinterpret_cast<SocketId>(id_arg), &s) != 0) return nullptr;
+    s->SetFailed(s->_close_error_code.load(std::memory_order_acquire),
+                 "%s: queued writes not flushed within --weft_socket_close_flush_ms=%d",
+                 s->description().c_str(), FLAGS_weft_socket_close_flush_ms);
+    return nullptr;
+  };
+  bthread_t th;
+  if (bthread_start_background(&th, &BTHREAD_ATTR_NORMAL, run, arg) != 0) run(arg);
+}
+
+void Socket::KeepWrittenId(bthread_id_t id) {
+  {
+    std::lock_guard<std::mutex> guard(_written_ids_mu);
+    if (!_written_ids_failed) {
+      _written_ids.insert(id.value);
+      return;
+    }
+  }
+  // The socket failed while this request was being returned: ErrorWrittenIds
+  // already ran, so tell the id here (outside the lock: the handler may
+  // call ForgetWrittenId).
+  bthread_id_error(id, non_zero_error_code());
+}
+
+void Socket::ForgetWrittenId(bthread_id_t id) {
+  std::lock_guard<std::mutex> guard(_written_ids_mu);
+  _written_ids.erase(id.value);
+}
+
+size_t Socket::written_id_count() const {
+  std::lock_guard<std::mutex> guard(_written_ids_mu);
+  return _written_ids.size();
+}
+
+void Socket::ErrorWrittenIds(int error_code) {
+  std::unordered_set<uint64_t> ids;
+  {
+    std::lock_guard<std::mutex> guard(_written_ids_mu);
+    _written_ids_failed = true;
+    ids.swap(_written_ids);
+  }
+  // Handlers run outside the lock (they may call ForgetWrittenId). An id
+  // whose call already ended is destroyed: bthread_id_error answers EINVAL.
+  for (const uint64_t v : ids) bthread_id_error(bthread_id_t{v}, error_code);
+}
+
 int Socket::SetFailed(SocketId id) {
   SocketUniquePtr ptr;
   if (Address(id, &ptr) != 0) return -1;
@@ -333,7 +471,9 @@ int Socket::SetFailed(SocketId id) {
 }
 
 bool Socket::Failed() const {
-  return version_of_vref(_versioned_ref.load(std::memory_order_acquire)) !=
+  // seq_cst (acquire at least): the connect path's check after adopting the
+  // fd relies on it, see SetUpFileDescriptor. Costs an acquire on x86/ARM.
+  return version_of_vref(_versioned_ref.load(std::memory_order_seq_cst)) !=
          version_of_id(_this_id);
 }
 
@@ -420,8 +560,10 @@ ssize_t Socket::DoRead(size_t size_hint) {
 
 void Socket::CheckEOF() {
   // acq_rel: the last message's effects happen before the failure.
+  // Graceful: the replies of the messages that ran are flushed before the
+  // connection closes (a peer that half-closed still reads them).
   if (_ninprocess.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-    SetFailed(EEOF, "%s was closed by the peer", description().c_str());
+    CloseGracefully(EEOF, "%s was closed by the peer", description().c_str());
   }
 }
 

@@ -14,8 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <map>
-#include <mutex>
+#include <atomic>
 
 #include <gflags/gflags.h>
 
@@ -32,50 +31,81 @@ DEFINE_int32(weft_connect_timeout_as_unreachable, 3,
 
 namespace weft {
 
+std::atomic<void (*)()> net_internal::connect_timeout_count_hook{nullptr};
+
 namespace {
 
 // Consecutive connect timeouts per remote address. Sockets do not outlive a
-// failed connect, so the count lives here, keyed by address; an entry goes
-// away when a connect succeeds or the count converts to ENETUNREACH. A
-// timeout long after the previous one starts a new run (the address may
-// have been reused by another server), and the table is bounded.
-constexpr int64_t kTimeoutRunGapNs = 60LL * 1000 * 1000 * 1000;
-constexpr size_t kMaxTrackedAddresses = 4096;
-struct EndPointLess {
-  bool operator()(const EndPoint& a, const EndPoint& b) const {
-    if (a.addr_len() != b.addr_len()) return a.addr_len() < b.addr_len();
-    return memcmp(a.addr(), b.addr(), a.addr_len()) < 0;
+// failed connect, so the count lives here, in a fixed table of atomic words
+// indexed by a hash of the address. A word packs a fingerprint of the
+// address (high 32 bits, never 0 for a used word), the count (8 bits) and
+// the time of the last timeout in coarse seconds (low 24 bits, compared
+// modulo 2^24). 0 means "nothing counted". A successful connect only loads
+// its word (one relaxed load when the address never timed out) and clears
+// it with one CAS if it holds this address: no lock on the success path.
+// Two addresses sharing a slot take it from each other (the count restarts);
+// a timeout long after the previous one starts a new run (the address may
+// have been reused by another server).
+constexpr int64_t kTimeoutRunGapSec = 60;
+constexpr size_t kTimeoutSlots = 4096;
+constexpr uint64_t kSecMask = (1u << 24) - 1;
+std::atomic<uint64_t> g_timeout_slots[kTimeoutSlots];
+
+uint64_t hash_endpoint(const EndPoint& ep) {
+  // FNV-1a over the address bytes.
+  uint64_t h = 1469598103934665603ULL;
+  const unsigned char* p = reinterpret_cast<const unsigned char*>(ep.addr());
+  for (socklen_t i = 0; i < ep.addr_len(); ++i) {
+    h ^= p[i];
+    h *= 1099511628211ULL;
   }
+  return h;
+}
+
+struct TimeoutSlot {
+  std::atomic<uint64_t>* word;
+  uint64_t fingerprint;  // already shifted into the high 32 bits
 };
-struct TimeoutRun {
-  int count = 0;
-  int64_t last_ns = 0;
-};
-std::mutex g_timeouts_mu;
-std::map<EndPoint, TimeoutRun, EndPointLess>& connect_timeouts() {
-  static auto* m = new std::map<EndPoint, TimeoutRun, EndPointLess>;
-  return *m;
+
+TimeoutSlot timeout_slot(const EndPoint& ep) {
+  const uint64_t h = hash_endpoint(ep);
+  return TimeoutSlot{&g_timeout_slots[h % kTimeoutSlots], ((h >> 32) | 1) << 32};
 }
 
 // True when this timeout is the Nth consecutive one to `ep`.
 bool count_timeout_as_unreachable(const EndPoint& ep) {
-  const int64_t now = base::monotonic_ns();
-  std::lock_guard<std::mutex> guard(g_timeouts_mu);
-  auto& table = connect_timeouts();
-  if (table.size() >= kMaxTrackedAddresses && table.find(ep) == table.end()) table.clear();
-  TimeoutRun& run = table[ep];
-  if (run.count > 0 && now - run.last_ns > kTimeoutRunGapNs) run.count = 0;
-  run.last_ns = now;
-  if (++run.count >= FLAGS_weft_connect_timeout_as_unreachable) {
-    table.erase(ep);
-    return true;
+  const uint64_t now_sec = static_cast<uint64_t>(base::monotonic_ns() / 1000000000) & kSecMask;
+  const TimeoutSlot slot = timeout_slot(ep);
+  if (auto* hook = net_internal::connect_timeout_count_hook.load(std::memory_order_acquire)) hook();
+  uint64_t old = slot.word->load(std::memory_order_relaxed);
+  for (;;) {
+    uint64_t count = 0;
+    if ((old & ~((1ULL << 32) - 1)) == slot.fingerprint) {
+      count = (old >> 24) & 0xff;
+      const uint64_t last_sec = old & kSecMask;
+      if (((now_sec - last_sec) & kSecMask) > static_cast<uint64_t>(kTimeoutRunGapSec)) count = 0;
+    }
+    ++count;
+    const bool unreachable = count >= static_cast<uint64_t>(FLAGS_weft_connect_timeout_as_unreachable);
+    if (count > 0xff) count = 0xff;
+    // The conversion clears the word: the next timeout starts a new run.
+    const uint64_t desired = unreachable ? 0 : (slot.fingerprint | (count << 24) | now_sec);
+    // Relaxed: the word is the whole state; nothing else is published.
+    if (slot.word->compare_exchange_weak(old, desired, std::memory_order_relaxed)) {
+      return unreachable;
+    }
   }
-  return false;
 }
 
 void reset_timeouts(const EndPoint& ep) {
-  std::lock_guard<std::mutex> guard(g_timeouts_mu);
-  connect_timeouts().erase(ep);
+  const TimeoutSlot slot = timeout_slot(ep);
+  uint64_t old = slot.word->load(std::memory_order_relaxed);
+  // Another address's count (or none) is left alone. A timeout counted
+  // between the load and the CAS makes the CAS fail: the run goes on, as if
+  // that timeout came after this success.
+  if ((old & ~((1ULL << 32) - 1)) == slot.fingerprint) {
+    slot.word->compare_exchange_strong(old, 0, std::memory_order_relaxed);
+  }
 }
 
 }  // namespace

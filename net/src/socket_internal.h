@@ -4,6 +4,8 @@
 
 #include <stdint.h>
 
+#include <atomic>
+
 #include "weft/bthread.h"
 #include "weft/net/iobuf.h"
 #include "weft/net/socket.h"
@@ -32,6 +34,10 @@ struct Socket::WriteRequest {
   Socket* socket = nullptr;
   // Bytes counted into _unwritten_bytes for this request.
   int64_t accounted = 0;
+  // The close request CloseGracefully pushes (no data): the writer stops
+  // there and fails the socket, so every request before it is flushed and
+  // none after it is written.
+  bool is_close = false;
   // Link in a free list of the request pool (socket_write.cpp); unused
   // while the request is live.
   WriteRequest* pool_next = nullptr;
@@ -54,6 +60,11 @@ struct Socket::EpollOutRequest : public SocketUser {
 };
 
 namespace net_internal {
+// Test-only: when set, called while a connect timeout is being counted
+// (connect_timeout_test shows a successful connect elsewhere never waits
+// for it).
+extern std::atomic<void (*)()> connect_timeout_count_hook;
+
 inline Socket::EpollOutRequest* as_epollout_request(SocketUser* user) {
   return dynamic_cast<Socket::EpollOutRequest*>(user);
 }

@@ -97,7 +97,8 @@ thread_local LocalRequests tls_requests;
 // Delete run in fibers, which may resume on another pthread after any
 // suspension, and an inlined accessor lets the compiler reuse a TLS address
 // computed earlier in the caller.
-WEFT_NOINLINE LocalRequests* local_requests() {
+// maybe_unused: ASan builds (plain new/delete) never call it.
+[[maybe_unused]] WEFT_NOINLINE LocalRequests* local_requests() {
   asm volatile("" ::: "memory");
   if (WEFT_UNLIKELY(tls_requests_gone)) return nullptr;
   return &tls_requests;
@@ -137,6 +138,7 @@ void Socket::WriteRequest::Delete(WriteRequest* req) {
   req->id_wait = INVALID_BTHREAD_ID;
   req->socket = nullptr;
   req->accounted = 0;
+  req->is_close = false;
   LocalRequests* const list = local_requests();
   if (WEFT_UNLIKELY(list == nullptr)) {
     delete req;
@@ -175,6 +177,11 @@ int Socket::Write(IOBuf* data, const WriteOptions* options) {
   const WriteOptions& opt = options != nullptr ? *options : kDefaults;
   if (data == nullptr || data->empty()) return SetError(opt.id_wait, EINVAL);
   if (Failed()) return ConductError(opt.id_wait);
+  // A graceful close refuses new writes (acquire: pairs with the release in
+  // CloseGracefully). A write that read 0 just before the close may still
+  // be pushed behind the close request: it is released as failed.
+  const int close_code = _close_error_code.load(std::memory_order_acquire);
+  if (close_code != 0) return SetError(opt.id_wait, close_code);
   if (!opt.ignore_eovercrowded &&
       _unwritten_bytes.load(std::memory_order_relaxed) >= FLAGS_weft_socket_max_unwritten_bytes) {
     return SetError(opt.id_wait, EOVERCROWDED);
@@ -209,6 +216,12 @@ int Socket::StartWrite(WriteRequest* req, const WriteOptions& opt) {
 
   // We are the writer, alone until _write_head goes back to nullptr.
   req->next.store(nullptr, std::memory_order_relaxed);
+  if (req->is_close) {
+    // A graceful close with nothing queued before it: close now (and never
+    // connect just to close).
+    FinishGracefulClose(req);
+    return 0;
+  }
   int saved_errno = 0;
   const int ret = ConnectIfNot(opt.abstime, req);
   if (ret < 0) {
@@ -225,33 +238,32 @@ int Socket::StartWrite(WriteRequest* req, const WriteOptions& opt) {
     return 0;
   }
 
-  if (!_app_connect) {
-    // Write once in the caller: most writes finish here, with no fiber.
-    const ssize_t nw = req->data.cut_into_file_descriptor(fd());
-    if (nw < 0) {
-      if (errno != EAGAIN) {
-        saved_errno = errno;
-        if (saved_errno != EPIPE) {
-          WEFT_NET_WARN("fail to write into %s: %s", description().c_str(), strerror(saved_errno));
-        }
-        SetFailed(saved_errno, "fail to write into %s: %s", description().c_str(),
-                  strerror(saved_errno));
-        ReleaseAllFailedWriteRequests(req);
-        if (opt.id_wait.value != 0) return 0;
-        errno = saved_errno;
-        return -1;
-      }
-    } else {
-      AddOutputBytes(nw);
+  // Write once in the caller: most writes finish here, with no fiber. Also
+  // on sockets with an AppConnect: here the connect (and the AppConnect)
+  // is done, since until KeepWrite took over after it nobody else could
+  // become the writer, and KeepWrite writes the same fd the same way.
+  ssize_t nw;
+  do {
+    nw = req->data.cut_into_file_descriptor(fd());
+    // A signal interrupted the call: nothing was written, try again.
+  } while (nw < 0 && errno == EINTR);
+  if (nw < 0) {
+    if (errno != EAGAIN) {
+      saved_errno = errno;
+      FailWriterAndReleaseAll(req, saved_errno, "write into");
+      if (opt.id_wait.value != 0) return 0;
+      errno = saved_errno;
+      return -1;
     }
-    if (IsWriteComplete(req, true, nullptr)) {
-      ReturnSuccessfulWriteRequest(req);
-      return 0;
-    }
+  } else {
+    AddOutputBytes(nw);
+  }
+  if (IsWriteComplete(req, true, nullptr)) {
+    ReturnSuccessfulWriteRequest(req);
+    return 0;
   }
 
-  // Not finished (or an app-level layer must write): continue in a fiber
-  // that holds its own reference.
+  // Not finished: continue in a fiber that holds its own reference.
   SocketUniquePtr ptr_for_keep_write;
   ReAddress(&ptr_for_keep_write);
   req->socket = ptr_for_keep_write.release();
@@ -270,36 +282,43 @@ void* Socket::KeepWrite(void* arg) {
   req->socket = nullptr;
   // The last request of the private list, once known.
   WriteRequest* cur_tail = nullptr;
+  // Returns the requests that are fully written, keeping the last one (it
+  // anchors the list for IsWriteComplete) and stopping at a close request.
+  const auto return_written = [&s](WriteRequest* r) {
+    WriteRequest* next;
+    while (!r->is_close && r->data.empty() &&
+           (next = r->next.load(std::memory_order_relaxed)) != nullptr) {
+      WriteRequest* const done = r;
+      r = next;
+      s->ReturnSuccessfulWriteRequest(done);
+    }
+    return r;
+  };
   for (;;) {
     // The head may have been written completely by the caller.
-    WriteRequest* next = req->next.load(std::memory_order_relaxed);
-    if (next != nullptr && req->data.empty()) {
-      WriteRequest* const done = req;
-      req = next;
-      s->ReturnSuccessfulWriteRequest(done);
+    req = return_written(req);
+    if (req->is_close) {
+      // Everything before the close request is written.
+      s->FinishGracefulClose(req);
+      return nullptr;
     }
     const ssize_t nw = s->DoWrite(req);
     if (nw < 0) {
+      // A signal interrupted the call (nothing was written): again.
+      if (errno == EINTR) continue;
       if (errno != EAGAIN) {
-        const int saved_errno = errno;
-        if (saved_errno != EPIPE) {
-          WEFT_NET_WARN("fail to keep-write into %s: %s", s->description().c_str(),
-                        strerror(saved_errno));
-        }
-        s->SetFailed(saved_errno, "fail to keep-write into %s: %s", s->description().c_str(),
-                     strerror(saved_errno));
-        break;
+        s->FailWriterAndReleaseAll(req, errno, "keep-write into");
+        return nullptr;
       }
     } else {
       s->AddOutputBytes(nw);
     }
-    // Return the requests that are now fully written, keeping the last one
-    // (it anchors the list for IsWriteComplete).
-    while ((next = req->next.load(std::memory_order_relaxed)) != nullptr && req->data.empty()) {
-      WriteRequest* const done = req;
-      req = next;
-      s->ReturnSuccessfulWriteRequest(done);
+    req = return_written(req);
+    if (req->is_close) {
+      s->FinishGracefulClose(req);
+      return nullptr;
     }
+    WriteRequest* next;
     if (nw <= 0) {
       // The fd is full. The timeout makes the loop come back regularly even
       // if no EPOLLOUT arrives, so new requests are linked and counted.
@@ -309,10 +328,8 @@ void* Socket::KeepWrite(void* arg) {
           base::ns_to_timespec(base::realtime_ns() + WAIT_EPOLLOUT_TIMEOUT_MS * 1000000LL);
       const int rc = s->WaitEpollOut(s->fd(), pollin, &duetime);
       if (rc < 0 && errno != ETIMEDOUT) {
-        const int saved_errno = errno;
-        s->SetFailed(saved_errno, "fail to wait EPOLLOUT of %s: %s", s->description().c_str(),
-                     strerror(saved_errno));
-        break;
+        s->FailWriterAndReleaseAll(req, errno, "wait EPOLLOUT of");
+        return nullptr;
       }
       if (s->Failed()) break;
     }
@@ -335,7 +352,8 @@ void* Socket::KeepWrite(void* arg) {
 ssize_t Socket::DoWrite(WriteRequest* req) {
   IOBuf* data_list[DATA_LIST_MAX];
   size_t ndata = 0;
-  for (WriteRequest* p = req; p != nullptr && ndata < DATA_LIST_MAX;
+  // Stops at a close request: nothing behind it may go out.
+  for (WriteRequest* p = req; p != nullptr && !p->is_close && ndata < DATA_LIST_MAX;
        p = p->next.load(std::memory_order_relaxed)) {
     data_list[ndata++] = &p->data;
   }
@@ -384,8 +402,27 @@ bool Socket::IsWriteComplete(WriteRequest* old_head, bool singular_node, WriteRe
 }
 
 void Socket::ReturnSuccessfulWriteRequest(WriteRequest* req) {
+  // Written: a request with id_wait now waits for its reply, and hears if
+  // the connection dies first (see ForgetWrittenId).
+  if (req->id_wait.value != 0) KeepWrittenId(req->id_wait);
   _unwritten_bytes.fetch_sub(req->accounted, std::memory_order_relaxed);
   WriteRequest::Delete(req);
+}
+
+void Socket::FailWriterAndReleaseAll(WriteRequest* req, int error_code, const char* what) {
+  if (error_code != EPIPE) {
+    WEFT_NET_WARN("fail to %s %s: %s", what, description().c_str(), strerror(error_code));
+  }
+  SetFailed(error_code, "fail to %s %s: %s", what, description().c_str(), strerror(error_code));
+  // With our error or an earlier one: whichever failed the socket first.
+  ReleaseAllFailedWriteRequests(req);
+}
+
+void Socket::FinishGracefulClose(WriteRequest* req) {
+  // fmt nullptr keeps the text CloseGracefully stored. Loses (harmlessly)
+  // to an abort that came first: the requests then fail with its error.
+  SetFailed(_close_error_code.load(std::memory_order_acquire), nullptr);
+  ReleaseAllFailedWriteRequests(req);
 }
 
 void Socket::ReturnFailedWriteRequest(WriteRequest* req, int error_code) {

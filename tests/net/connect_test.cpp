@@ -4,6 +4,7 @@
 // Peers are plain blocking sockets on 127.0.0.1 / ::1, never weft sockets,
 // so a failure points at the client side.
 #include "connect_test_util.h"
+#include "net_metrics.h"
 
 namespace {
 using namespace weft_connect_test;
@@ -361,6 +362,45 @@ TEST(ConnectTest, ClosedIPv6PortIsRefused) {
   EXPECT_EQ(ECONNREFUSED, o.code);
   EXPECT_EQ(ECONNREFUSED, o.socket_code);
   EXPECT_TRUE(LiveCountBackTo(baseline));
+}
+
+// Issue 9, section 5: once an AppConnect finished, writes are plain writes:
+// the caller writes once itself like on any socket instead of starting a
+// KeepWrite fiber per write.
+TEST(ConnectTest, WritesAfterAnAppConnectAreWrittenInTheCaller) {
+  OneShotServer server;
+  ASSERT_EQ(0, server.error());
+  constexpr int kWrites = 100;
+  const std::string first = "connect";
+  server.Start(first.size() + kWrites);
+  auto app = std::make_shared<RecordingAppConnect>();
+  SocketOptions opt;
+  opt.remote_side = EndPoint::loopback(server.port());
+  opt.connect_timeout_ms = 5000;
+  opt.app_connect = app;
+  SocketId id;
+  ASSERT_EQ(0, Socket::Create(opt, &id));
+  SocketUniquePtr s;
+  ASSERT_EQ(0, Socket::Address(id, &s));
+  IOBuf data = Buf(first);
+  ASSERT_EQ(0, s->Write(&data));
+  ASSERT_TRUE(wait_until([&] { return s->unwritten_bytes() == 0; }, kLong));
+  ASSERT_TRUE(app->started.load(std::memory_order_acquire));
+  const int64_t keepwrites0 = weft::net_internal::net_metrics().nkeepwrite.value();
+  for (int i = 0; i < kWrites; ++i) {
+    IOBuf one = Buf("x");
+    ASSERT_EQ(0, s->Write(&one));
+    ASSERT_TRUE(wait_until([&] { return s->unwritten_bytes() == 0; }, kLong));
+  }
+  const int64_t keepwrites = weft::net_internal::net_metrics().nkeepwrite.value() - keepwrites0;
+  printf("%lld KeepWrite fibers for %d one-byte writes\n", static_cast<long long>(keepwrites),
+         kWrites);
+  // One-byte writes into an empty socket never see EAGAIN.
+  EXPECT_EQ(0, keepwrites);
+  server.Join();
+  EXPECT_EQ(first + std::string(kWrites, 'x'), server.received());
+  EXPECT_FALSE(s->Failed()) << s->error_text();
+  s->SetFailed();
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 // consecutive timeouts that --weft_connect_timeout_as_unreachable turns
 // into ENETUNREACH.
 #include "connect_test_util.h"
+#include "socket_internal.h"
 
 namespace {
 using namespace weft_connect_test;
@@ -238,6 +239,52 @@ TEST_F(ConnectTimeoutTest, SetFailedCancelsAPendingConnect) {
   EXPECT_EQ(-1, s->fd()) << "a failed socket adopted a connection";
   s.reset();
   EXPECT_TRUE(LiveCountBackTo(baseline));
+}
+
+// Issue 9, section 5: the consecutive-timeout count is per remote address
+// and a successful connect does not wait for a timeout being counted
+// elsewhere (it took a process-wide mutex before). The hook holds a
+// timeout's counting open until the successful connect is done (or 3 s).
+std::atomic<bool> g_in_hook{false};
+std::atomic<bool> g_success_done{false};
+std::atomic<bool> g_saw_success{false};
+
+TEST_F(ConnectTimeoutTest, SuccessfulConnectNeverWaitsForATimeoutBeingCounted) {
+  FullBacklogListener listener;
+  if (!listener.full()) GTEST_SKIP() << listener.why_not();
+  OneShotServer server;
+  ASSERT_EQ(0, server.error());
+  server.Start(4);
+  FLAGS_weft_connect_timeout_as_unreachable = 100;
+  g_in_hook = false;
+  g_success_done = false;
+  g_saw_success = false;
+  weft::net_internal::connect_timeout_count_hook.store(+[] {
+    g_in_hook.store(true);
+    const int64_t deadline = now_ms() + 3000;
+    // bthread_usleep: the hook runs in a fiber, and with one worker a
+    // blocking sleep would keep the successful connect from running.
+    while (!g_success_done.load() && now_ms() < deadline) bthread_usleep(1000);
+    g_saw_success.store(g_success_done.load());
+  });
+  std::thread timing_out([&] { EXPECT_EQ(ETIMEDOUT, ConnectAndWait(listener.ep(), 100).code); });
+  ASSERT_TRUE(wait_until([] { return g_in_hook.load(); }, kLong));
+  {
+    const SocketId id = NewClient(EndPoint::loopback(server.port()), 5000);
+    SocketUniquePtr s;
+    ASSERT_EQ(0, Socket::Address(id, &s));
+    IOBuf data = Buf("ping");
+    ASSERT_EQ(0, s->Write(&data));
+    EXPECT_TRUE(wait_until([&] { return s->out_bytes() == 4 || s->Failed(); }, kLong));
+    EXPECT_FALSE(s->Failed()) << s->error_text();
+    g_success_done.store(true);
+    s->SetFailed();
+  }
+  timing_out.join();
+  weft::net_internal::connect_timeout_count_hook.store(nullptr);
+  server.Join();
+  EXPECT_TRUE(g_saw_success.load()) << "the successful connect waited for the timeout's count";
+  ClearTimeoutCount(listener.ep());
 }
 
 }  // namespace

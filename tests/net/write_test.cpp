@@ -383,5 +383,83 @@ TEST(WriteTest, PeerResetTellsEveryPendingWriterThroughIdWait) {
   EXPECT_EQ(-1, Socket::AddressFailedAsWell(id, &gone));
 }
 
+// Issue 9, section 2: a request written in full is still waiting for its
+// reply; when the connection dies its caller must hear it (not wait for its
+// own timeout, or forever).
+TEST(WriteTest, WrittenRequestsHearThatTheirConnectionDied) {
+  test::Watchdog dog("written ids", test::kLong);
+  int client = -1, server = -1;
+  ASSERT_TRUE(test::make_tcp_pair(&client, &server));
+  SocketOptions opt;
+  opt.fd = client;
+  // Reads, so the reset is noticed with nothing left to write.
+  opt.on_edge_triggered_events = test::EchoOnMessages;
+  SocketId id;
+  ASSERT_EQ(0, Socket::Create(opt, &id));
+  SocketUniquePtr s;
+  ASSERT_EQ(0, Socket::Address(id, &s));
+  constexpr int kRequests = 100;
+  test::IdErrorRecorder rec;
+  size_t total = 0;
+  for (int i = 0; i < kRequests; ++i) {
+    IOBuf buf;
+    buf.append("request " + std::to_string(i) + ";");
+    total += buf.size();
+    Socket::WriteOptions wopt;
+    wopt.id_wait = rec.make();
+    ASSERT_NE(0u, wopt.id_wait.value);
+    ASSERT_EQ(0, s->Write(&buf, &wopt));
+  }
+  // All written and received: no request is queued any more.
+  EXPECT_EQ(total, test::read_until(server, total, 10000 * test::kTimeScale).size());
+  ASSERT_TRUE(test::wait_until([&] { return s->unwritten_bytes() == 0; }));
+  EXPECT_EQ(0, rec.errors());
+  linger lg{1, 0};
+  ASSERT_EQ(0, setsockopt(server, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)));
+  const int64_t t0 = test::now_ms();
+  close(server);  // a reset
+  const bool all = test::wait_until([&] { return rec.errors() == kRequests; },
+                                    std::chrono::milliseconds(2000 * test::kTimeScale));
+  printf("%d of %d written requests heard the reset after %lld ms\n", rec.errors(), kRequests,
+         static_cast<long long>(test::now_ms() - t0));
+  EXPECT_TRUE(all);
+  ASSERT_TRUE(s->Failed());
+  EXPECT_EQ(kRequests, rec.errors_with(s->non_zero_error_code()));
+  EXPECT_EQ(ECONNRESET, s->non_zero_error_code());
+}
+
+// The RPC layer drops an id when its reply arrives: that id is not told of
+// a later failure; the others are.
+TEST(WriteTest, ForgottenWrittenIdsAreNotErrored) {
+  int client = -1, server = -1;
+  ASSERT_TRUE(test::make_tcp_pair(&client, &server));
+  SocketId id;
+  SocketUniquePtr s;
+  ASSERT_TRUE(test::adopt_fd(client, &id, &s));
+  test::IdErrorRecorder rec;
+  std::vector<bthread_id_t> ids;
+  for (int i = 0; i < 10; ++i) {
+    IOBuf buf;
+    buf.append("r");
+    Socket::WriteOptions wopt;
+    wopt.id_wait = rec.make();
+    ids.push_back(wopt.id_wait);
+    ASSERT_EQ(0, s->Write(&buf, &wopt));
+  }
+  ASSERT_TRUE(test::wait_until([&] { return s->unwritten_bytes() == 0; }));
+  EXPECT_EQ(10u, s->written_id_count());
+  for (int i = 0; i < 4; ++i) s->ForgetWrittenId(ids[i]);
+  EXPECT_EQ(6u, s->written_id_count());
+  ASSERT_EQ(0, s->SetFailed(ECONNABORTED, "test"));
+  EXPECT_EQ(6, rec.errors_with(ECONNABORTED));
+  EXPECT_EQ(0u, s->written_id_count());
+  // The forgotten ones are still alive (nobody destroyed them): clean up.
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_EQ(0, bthread_id_lock(ids[i], nullptr));
+    bthread_id_unlock_and_destroy(ids[i]);
+  }
+  close(server);
+}
+
 }  // namespace
 }  // namespace weft

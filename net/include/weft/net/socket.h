@@ -29,6 +29,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_set>
 
 #include "weft/bthread.h"
 #include "weft/net/endpoint.h"
@@ -122,6 +123,33 @@ class Socket {
   int SetFailed(int error_code, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
   int SetFailed();
   static int SetFailed(SocketId id);
+
+  // Two ways a connection ends:
+  // - an abort, SetFailed (an I/O error, a protocol error, a reset): the
+  //   queue is dropped at once and every queued or written-but-unanswered
+  //   request's id_wait hears the error;
+  // - a graceful close, CloseGracefully (EOF after the last request, a
+  //   server stopping, an idle timeout): new writes are refused at once
+  //   (Write fails with error_code), the writes already accepted are
+  //   flushed in order, and then the socket fails with error_code as by
+  //   SetFailed. The flush is bounded by --weft_socket_close_flush_ms:
+  //   past it the socket fails anyway (an abort of what is left). A write
+  //   racing the close may still be accepted and then fail (its id_wait,
+  //   if any, hears error_code). Only the first close or failure counts:
+  //   0, or -1 if the socket already failed or is closing.
+  int CloseGracefully(int error_code, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
+  // True from CloseGracefully until recycling (also once failed after it).
+  bool closing() const { return _close_error_code.load(std::memory_order_acquire) != 0; }
+
+  // Written-but-unanswered requests. A write with id_wait that was written
+  // in full keeps its id on the socket, and when the socket fails each such
+  // id hears the socket's error (bthread_id_error), so a pending call learns
+  // that its connection died. When the reply arrives (or the call ends for
+  // any other reason) the RPC layer drops the id with ForgetWrittenId; ids
+  // not dropped stay until the socket fails or recycles.
+  void ForgetWrittenId(bthread_id_t id);
+  // Ids currently kept (tests, diagnostics).
+  size_t written_id_count() const;
   bool Failed() const;
   // The error SetFailed recorded (EFAILEDSOCKET if none yet).
   int non_zero_error_code() const;
@@ -217,6 +245,17 @@ class Socket {
   WriteRequest* ReleaseWriteRequestsExceptLast(WriteRequest* req, int error_code);
   void ReleaseAllFailedWriteRequests(WriteRequest* req);
   void AddOutputBytes(ssize_t n);
+  // The writer failed with error_code (errno of a write or a wait): fails
+  // the socket (logging unless EPIPE) and every queued request from req on.
+  void FailWriterAndReleaseAll(WriteRequest* req, int error_code, const char* what);
+  // The writer reached the close request of CloseGracefully: everything
+  // before it is written, so the socket fails now; req (the close request)
+  // and whatever follows it are released as failed.
+  void FinishGracefulClose(WriteRequest* req);
+  static void OnCloseFlushTimeout(void* arg);
+  // The written-but-unanswered list (see ForgetWrittenId).
+  void KeepWrittenId(bthread_id_t id);
+  void ErrorWrittenIds(int error_code);
   // Reports error_code to id_wait (returns 0) or through errno (-1).
   static int SetError(bthread_id_t id_wait, int error_code);
   // SetError with this (failed) socket's error.
@@ -260,6 +299,22 @@ class Socket {
   // The temporary socket of a connect in flight (INVALID_SOCKET_ID if
   // none): SetFailed fails it to cancel the connect.
   std::atomic<SocketId> _connect_id{INVALID_SOCKET_ID};
+
+  // Non-zero once CloseGracefully ran: the code the socket fails with when
+  // the flush is over. Acquire/release: a Write that reads it non-zero
+  // refuses (the text written before it is visible through _error_mu).
+  std::atomic<int> _close_error_code{0};
+  // The flush bound's timer (0 if none); written by CloseGracefully (whose
+  // caller holds a reference) and read by OnRecycle.
+  bthread_timer_t _close_timer = 0;
+
+  // Ids of written-but-unanswered requests (see ForgetWrittenId), and
+  // whether the socket failed (then new ids are errored at once instead of
+  // kept). Both guarded by _written_ids_mu: the flag and the list change
+  // together, so an id is either errored by SetFailed or by its adder.
+  mutable std::mutex _written_ids_mu;
+  std::unordered_set<uint64_t> _written_ids;
+  bool _written_ids_failed = false;
 
   std::atomic<int> _error_code{0};
   mutable std::mutex _error_mu;
