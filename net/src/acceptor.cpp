@@ -72,7 +72,9 @@ int Acceptor::StartAccept(int listened_fd, int idle_timeout_sec) {
     return -1;
   }
   bthread_t idle_tid = 0;
-  if (idle_timeout_sec > 0 &&
+  // The closer also enforces --weft_read_timeout_ms on connections that
+  // stopped sending in the middle of a message (no read will notice).
+  if ((idle_timeout_sec > 0 || read_timeout_ms() > 0) &&
       bthread_start_background(&idle_tid, &BTHREAD_ATTR_NORMAL, CloseIdleConnections, this) != 0) {
     idle_tid = 0;
     WEFT_NET_WARN("fail to start the idle-connection closer; idle connections stay open");
@@ -218,23 +220,32 @@ void Acceptor::OnListenerRecycled() {
 void* Acceptor::CloseIdleConnections(void* arg) {
   Acceptor* const am = static_cast<Acceptor*>(arg);
   const int64_t idle_us = static_cast<int64_t>(am->_idle_timeout_sec) * 1000000;
-  // Check a few times per timeout so a connection closes within ~1/4 of
-  // the timeout after it expires.
-  int64_t period_us = idle_us / 4;
-  if (period_us < 10000) period_us = 10000;
-  if (period_us > 1000000) period_us = 1000000;
   std::vector<SocketId> ids;
-  while (bthread_usleep(period_us) == 0) {
+  for (;;) {
+    // Check a few times per timeout so a connection closes within ~1/4 of
+    // the timeout after it expires. The read timeout is re-read each round
+    // (it may be changed at run time).
+    int64_t shortest_us = idle_us;
+    const int64_t read_us = static_cast<int64_t>(read_timeout_ms()) * 1000;
+    if (read_us > 0 && (shortest_us <= 0 || read_us < shortest_us)) shortest_us = read_us;
+    int64_t period_us = shortest_us / 4;
+    if (period_us < 10000) period_us = 10000;
+    if (period_us > 1000000) period_us = 1000000;
+    if (bthread_usleep(period_us) != 0) break;
     const int64_t now_us = base::coarse_monotonic_ns() / 1000;
     am->ListConnections(&ids);
     for (const SocketId id : ids) {
       SocketUniquePtr s;
       if (Socket::Address(id, &s) != 0) continue;
+      // Last activity: for InputMessenger connections a complete message
+      // or a write, so a peer trickling bytes still idles out.
       const int64_t idle_for = now_us - s->last_active_us();
-      if (idle_for > idle_us) {
+      if (idle_us > 0 && idle_for > idle_us) {
         // Graceful: a reply still queued (a slow reader) is flushed first.
         s->CloseGracefully(ETIMEDOUT, "idle for %lld ms", static_cast<long long>(idle_for / 1000));
+        continue;
       }
+      CloseIfReadTimedOut(s.get(), now_us);
     }
   }
   return nullptr;

@@ -3,16 +3,28 @@
 
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 
 #include <gflags/gflags.h>
 
 #include "base/time_util.h"
 #include "net_log.h"
 #include "weft/bthread.h"
+#include "weft/butex.h"
 #include "weft/errno.h"
 
 DEFINE_int64(weft_max_body_size, 64 * 1024 * 1024,
              "Largest message a protocol accepts; a bigger one closes its connection");
+DEFINE_int64(weft_max_read_buffer_bytes, int64_t{1} << 30,
+             "Process-wide cap on bytes held in connections' read buffers");
+DEFINE_int32(weft_read_timeout_ms, 30000,
+             "A connection whose partial message has not completed in this long closes");
+DEFINE_int32(weft_max_messages_in_flight_per_connection, 1024,
+             "Messages of one connection run at once; past it the connection is not read");
+
+// Read by InputMessenger too: a connection whose output is this crowded is
+// not read (defined in socket_write.cpp).
+DECLARE_int64(weft_socket_max_unwritten_bytes);
 
 namespace weft {
 
@@ -20,12 +32,147 @@ namespace {
 // The average message size is a moving average over about this many
 // messages.
 constexpr size_t MSG_SIZE_WINDOW = 10;
+
+// The messenger's flags may be changed while connections parse (tests, a
+// reloading admin page): they are read as relaxed atomics; writers should
+// store the same way (__atomic_store_n) or accept a torn value on exotic
+// platforms.
+template <typename T>
+T load_flag(const T& flag) {
+  return __atomic_load_n(&flag, __ATOMIC_RELAXED);
+}
+
+// Bytes held in all connections' read buffers, and how many connections
+// hold any. Relaxed: counters behind a decision that publish nothing; a
+// stale value moves a decision by at most one read (MAX_ONCE_READ).
+std::atomic<int64_t> g_read_buf_bytes{0};
+std::atomic<int64_t> g_read_buf_holders{0};
+
+timespec realtime_after_ms(int ms) {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  const int64_t ns = ts.tv_nsec + static_cast<int64_t>(ms) * 1000000;
+  ts.tv_sec += ns / 1000000000;
+  ts.tv_nsec = ns % 1000000000;
+  return ts;
+}
 }  // namespace
 
-// The flag may be changed while connections parse (tests, a reloading
-// admin page): read it as a relaxed atomic; writers should store the same
-// way (__atomic_store_n) or accept a torn value on exotic platforms.
-int64_t max_body_size() { return __atomic_load_n(&FLAGS_weft_max_body_size, __ATOMIC_RELAXED); }
+int64_t max_body_size() { return load_flag(FLAGS_weft_max_body_size); }
+
+int read_timeout_ms() { return load_flag(FLAGS_weft_read_timeout_ms); }
+
+int64_t read_buffer_bytes() { return g_read_buf_bytes.load(std::memory_order_relaxed); }
+
+void Socket::ReleaseReadBufferBudget() {
+  if (_read_buf_accounted == 0) return;
+  g_read_buf_bytes.fetch_sub(static_cast<int64_t>(_read_buf_accounted), std::memory_order_relaxed);
+  g_read_buf_holders.fetch_sub(1, std::memory_order_relaxed);
+  _read_buf_accounted = 0;
+}
+
+int64_t InputMessenger::UpdateReadBufferBudget(Socket* m) {
+  const size_t now = m->read_buf().size();
+  const size_t before = m->_read_buf_accounted;
+  if (now == before) return g_read_buf_bytes.load(std::memory_order_relaxed);
+  if (before == 0) g_read_buf_holders.fetch_add(1, std::memory_order_relaxed);
+  if (now == 0) g_read_buf_holders.fetch_sub(1, std::memory_order_relaxed);
+  m->_read_buf_accounted = now;
+  const int64_t delta = static_cast<int64_t>(now) - static_cast<int64_t>(before);
+  return g_read_buf_bytes.fetch_add(delta, std::memory_order_relaxed) + delta;
+}
+
+bool InputMessenger::CloseIfReadTimedOut(Socket* m, int64_t now_us) {
+  const int64_t since = m->partial_message_since_us();
+  if (since == 0) return false;
+  const int64_t timeout_ms = load_flag(FLAGS_weft_read_timeout_ms);
+  if (timeout_ms <= 0 || now_us - since <= timeout_ms * 1000) return false;
+  const long long for_ms = static_cast<long long>((now_us - since) / 1000);
+  WEFT_NET_WARN("close %s: a message incomplete for %lld ms", m->description().c_str(), for_ms);
+  m->SetFailed(ETIMEDOUT,
+               "close %s: a message incomplete for %lld ms (--weft_read_timeout_ms=%lld)",
+               m->description().c_str(), for_ms, static_cast<long long>(timeout_ms));
+  return true;
+}
+
+bool InputMessenger::CheckReadBounds(Socket* m, bool completed, int64_t now_us, bool* over_budget) {
+  // The message being received: what is buffered plus what the parser
+  // consumed of it without completing it.
+  const int64_t partial = static_cast<int64_t>(m->_last_msg_size + m->read_buf().size());
+  if (partial == 0) {
+    m->_partial_since_us.store(0, std::memory_order_relaxed);
+  } else if (completed || m->_partial_since_us.load(std::memory_order_relaxed) == 0) {
+    // A new message began in this read.
+    m->_partial_since_us.store(now_us, std::memory_order_relaxed);
+  }
+  if (partial > max_body_size() + MAX_HEADER_ALLOWANCE) {
+    WEFT_NET_WARN("close %s: %lld bytes of one message", m->description().c_str(),
+                  static_cast<long long>(partial));
+    m->SetFailed(EMSGSIZE, "close %s: %lld bytes of one message (--weft_max_body_size=%lld)",
+                 m->description().c_str(), static_cast<long long>(partial),
+                 static_cast<long long>(max_body_size()));
+    return false;
+  }
+  if (CloseIfReadTimedOut(m, now_us)) return false;
+  const int64_t total = UpdateReadBufferBudget(m);
+  const int64_t cap = load_flag(FLAGS_weft_max_read_buffer_bytes);
+  if (total <= cap) return true;
+  // This read took (or kept) the total over the cap. The connection closes
+  // if it holds at least the average share of the holders, so the largest
+  // holder always qualifies when it reads; a smaller one only stops reading
+  // (its memory does not grow) until the total is back under the cap.
+  const int64_t held = static_cast<int64_t>(m->_read_buf_accounted);
+  const int64_t holders = g_read_buf_holders.load(std::memory_order_relaxed);
+  if (held > 0 && held * holders >= total) {
+    WEFT_NET_WARN("close %s: read buffers hold %lld bytes, it holds %lld", m->description().c_str(),
+                  static_cast<long long>(total), static_cast<long long>(held));
+    m->SetFailed(ENOMEM,
+                 "close %s: read buffers hold %lld bytes (--weft_max_read_buffer_bytes=%lld), "
+                 "it holds %lld",
+                 m->description().c_str(), static_cast<long long>(total),
+                 static_cast<long long>(cap), static_cast<long long>(held));
+    return false;
+  }
+  *over_budget = true;
+  return true;
+}
+
+bool InputMessenger::TooManyInFlight(const Socket* m, int64_t cap) {
+  // seq_cst: the load of PauseReading's protocol (see there).
+  return m->_nmsg_in_flight.load(std::memory_order_seq_cst) >= cap;
+}
+
+bool InputMessenger::OutputOvercrowded(const Socket* m, int64_t limit) {
+  return m->unwritten_bytes() >= limit;
+}
+
+bool InputMessenger::OverReadBudget(const Socket*, int64_t cap) {
+  return g_read_buf_bytes.load(std::memory_order_relaxed) > cap;
+}
+
+bool InputMessenger::PauseReading(Socket* m, bool (*must_wait)(const Socket*, int64_t),
+                                  int64_t arg) {
+  while (must_wait(m, arg)) {
+    if (m->Failed()) return false;
+    // Lost wake-ups: the butex value is read before _reader_waiting is set
+    // (seq_cst), and the condition (_nmsg_in_flight, seq_cst) re-read after.
+    // A finishing message decrements _nmsg_in_flight (seq_cst) and then
+    // reads _reader_waiting (seq_cst). In the single total order either it
+    // sees the flag, and its butex increment comes after our read of the
+    // value, so butex_wait returns at once; or our re-read sees its
+    // decrement. Conditions nobody signals are re-checked each PAUSE_POLL_MS.
+    const int expected = m->_read_butex->load(std::memory_order_relaxed);
+    m->_reader_waiting.store(true, std::memory_order_seq_cst);
+    if (!must_wait(m, arg)) {
+      m->_reader_waiting.store(false, std::memory_order_relaxed);
+      break;
+    }
+    const timespec abstime = realtime_after_ms(PAUSE_POLL_MS);
+    butex_wait(m->_read_butex, expected, &abstime);
+    m->_reader_waiting.store(false, std::memory_order_relaxed);
+  }
+  return !m->Failed();
+}
 
 const char* ParseErrorToString(ParseError e) {
   switch (e) {
@@ -89,6 +236,12 @@ void* InputMessenger::ProcessInputMessage(void* arg) {
   SocketUniquePtr s;
   msg->socket()->ReAddress(&s);
   msg->_process(msg);
+  // seq_cst on both: PauseReading's protocol (see there).
+  s->_nmsg_in_flight.fetch_sub(1, std::memory_order_seq_cst);
+  if (s->_reader_waiting.load(std::memory_order_seq_cst)) {
+    s->_read_butex->fetch_add(1, std::memory_order_relaxed);
+    butex_wake(s->_read_butex);
+  }
   s->CheckEOF();
   return nullptr;
 }
@@ -116,13 +269,39 @@ void InputMessenger::OnNewMessages(Socket* m) {
   // Each read's last message runs in this fiber, after the read's other
   // messages were handed to fibers; it is kept here until then.
   InputMessageBase* last_msg = nullptr;
+  int num_fibers = 0;
   bool read_eof = false;
   bool failed = false;
+  // The last read took the process read-buffer total over the cap and this
+  // connection was not the one to close: read again once it is under.
+  bool over_budget = false;
+  // Before pausing, nothing of this connection may wait on the pause: the
+  // kept message goes to a fiber and the read's fibers are woken.
+  auto release_pending = [&] {
+    if (last_msg != nullptr) QueueMessage(last_msg, &num_fibers);
+    last_msg = nullptr;
+    if (num_fibers > 0) bthread_flush();
+    num_fibers = 0;
+  };
   while (!read_eof && !failed) {
+    // Not reading is the back-pressure: the peer's sends block in TCP while
+    // this connection's output drains (to half the limit, so reading does
+    // not flap at the edge) or the process total falls under the cap.
+    const int64_t max_unwritten = load_flag(FLAGS_weft_socket_max_unwritten_bytes);
+    if (max_unwritten > 0 && m->unwritten_bytes() >= max_unwritten) {
+      release_pending();
+      if (!PauseReading(m, OutputOvercrowded, max_unwritten / 2)) break;
+    }
+    if (over_budget) {
+      release_pending();
+      if (!PauseReading(m, OverReadBudget, load_flag(FLAGS_weft_max_read_buffer_bytes))) break;
+      over_budget = false;
+    }
     size_t once_read = m->_avg_msg_size * 16;
     if (once_read < MIN_ONCE_READ) once_read = MIN_ONCE_READ;
     if (once_read > MAX_ONCE_READ) once_read = MAX_ONCE_READ;
-    const ssize_t nr = m->DoRead(once_read);
+    // Bytes alone are not activity: complete messages are (below).
+    const ssize_t nr = m->DoRead(once_read, /*bytes_are_activity=*/false);
     if (nr <= 0) {
       if (nr == 0) {
         // Fed to the parsers below (read_eof), then the connection ends.
@@ -140,7 +319,8 @@ void InputMessenger::OnNewMessages(Socket* m) {
       }
     }
     const int64_t received_us = base::monotonic_ns() / 1000;
-    int num_fibers = 0;
+    const int64_t coarse_now_us = base::coarse_monotonic_ns() / 1000;
+    bool completed = false;
     size_t last_size = m->read_buf().size();
     for (;;) {
       size_t index = 0;
@@ -157,8 +337,21 @@ void InputMessenger::OnNewMessages(Socket* m) {
         failed = true;
         break;
       }
-      // Moving average of message sizes, for the next read's size.
       const size_t cur_size = m->read_buf().size();
+      if (cur_size == last_size) {
+        // PARSE_OK with nothing consumed would be asked again, forever: a
+        // bug of the protocol, not of the peer, but only this connection
+        // pays for it.
+        WEFT_NET_WARN("close %s: protocol %s returned a message but consumed nothing",
+                      m->description().c_str(), messenger->_handlers[index].name);
+        m->SetFailed(EPROTO, "close %s: parse of protocol %s returned ok but consumed nothing",
+                     m->description().c_str(), messenger->_handlers[index].name);
+        if (pr.message() != nullptr) pr.message()->Destroy();
+        failed = true;
+        break;
+      }
+      completed = true;
+      // Moving average of message sizes, for the next read's size.
       m->_last_msg_size += last_size - cur_size;
       last_size = cur_size;
       m->_avg_msg_size = m->_avg_msg_size == 0
@@ -186,16 +379,35 @@ void InputMessenger::OnNewMessages(Socket* m) {
         }
         m->_verified = true;
       }
+      // At the cap, stop cutting (and so reading) until some finish. The
+      // kept message is released first: it counts as in flight.
+      const int cap = load_flag(FLAGS_weft_max_messages_in_flight_per_connection);
+      if (cap > 0 && m->_nmsg_in_flight.load(std::memory_order_relaxed) >= cap) {
+        release_pending();
+        if (!PauseReading(m, TooManyInFlight, cap)) {
+          msg->Destroy();
+          failed = true;
+          break;
+        }
+      }
+      // Only this fiber increments; finishing messages decrement.
+      m->_nmsg_in_flight.fetch_add(1, std::memory_order_relaxed);
       // The message keeps the connection's EOF pending until it has run.
       m->PostponeEOF();
       if (last_msg != nullptr) QueueMessage(last_msg, &num_fibers);
       last_msg = msg;
+    }
+    // The idle timer moves on complete messages only.
+    if (completed) m->_last_read_us.store(coarse_now_us, std::memory_order_relaxed);
+    if (!failed && !read_eof && !CheckReadBounds(m, completed, coarse_now_us, &over_budget)) {
+      failed = true;
     }
     // One wake-up for all the fibers this read created. last_msg is run
     // after the loop: the next read's EAGAIN goes through MoreReadEvents
     // first, so an event arriving meanwhile starts another reading fiber
     // while this one processes.
     if (num_fibers > 0) bthread_flush();
+    num_fibers = 0;
   }
   if (read_eof) {
     // Closed once the messages in flight have run (their replies can still

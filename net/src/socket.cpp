@@ -49,10 +49,15 @@ std::atomic<int64_t> g_live_sockets{0};
 
 void SocketDeleter::operator()(Socket* s) const { s->Dereference(); }
 
-Socket::Socket() : _epollout_butex(butex_create_checked<std::atomic<int>>()) {}
+Socket::Socket()
+    : _epollout_butex(butex_create_checked<std::atomic<int>>()),
+      _read_butex(butex_create_checked<std::atomic<int>>()) {}
 
 // Never runs: pool objects live for the whole process.
-Socket::~Socket() { butex_destroy(_epollout_butex); }
+Socket::~Socket() {
+  butex_destroy(_epollout_butex);
+  butex_destroy(_read_butex);
+}
 
 int64_t Socket::live_count() { return g_live_sockets.load(std::memory_order_relaxed); }
 
@@ -63,7 +68,10 @@ int Socket::Create(const SocketOptions& options, SocketId* id) {
     // The pool built this slot when butex_create failed: try again.
     m->_epollout_butex = butex_create_checked<std::atomic<int>>();
   }
-  if (m == nullptr || m->_epollout_butex == nullptr) {
+  if (m != nullptr && m->_read_butex == nullptr) {
+    m->_read_butex = butex_create_checked<std::atomic<int>>();
+  }
+  if (m == nullptr || m->_epollout_butex == nullptr || m->_read_butex == nullptr) {
     if (m != nullptr) socket_pool().free(slot);
     if (options.fd >= 0) close(options.fd);
     *id = INVALID_SOCKET_ID;
@@ -102,6 +110,10 @@ int Socket::Create(const SocketOptions& options, SocketId* id) {
   m->_verified = false;
   m->_ninprocess.store(1, std::memory_order_relaxed);
   m->_eof_seen.store(false, std::memory_order_relaxed);
+  m->_read_buf_accounted = 0;
+  m->_partial_since_us.store(0, std::memory_order_relaxed);
+  m->_nmsg_in_flight.store(0, std::memory_order_relaxed);
+  m->_reader_waiting.store(false, std::memory_order_relaxed);
   m->_in_bytes.store(0, std::memory_order_relaxed);
   m->_out_bytes.store(0, std::memory_order_relaxed);
   const int64_t now_us = base::coarse_monotonic_ns() / 1000;
@@ -264,6 +276,7 @@ void Socket::OnRecycle() {
     if (_on_edge_triggered_events != nullptr) GetGlobalEventDispatcher(prev_fd).RemoveConsumer(prev_fd);
     close(prev_fd);
   }
+  ReleaseReadBufferBudget();
   _read_buf.clear();
   _nevent.store(0, std::memory_order_relaxed);
   _on_edge_triggered_events = nullptr;
@@ -549,11 +562,13 @@ bool Socket::MoreReadEvents(int* progress) {
                                           std::memory_order_acquire);
 }
 
-ssize_t Socket::DoRead(size_t size_hint) {
+ssize_t Socket::DoRead(size_t size_hint, bool bytes_are_activity) {
   const ssize_t nr = _read_buf.append_from_file_descriptor(fd(), size_hint);
   if (nr > 0) {
     _in_bytes.fetch_add(nr, std::memory_order_relaxed);
-    _last_read_us.store(base::coarse_monotonic_ns() / 1000, std::memory_order_relaxed);
+    if (bytes_are_activity) {
+      _last_read_us.store(base::coarse_monotonic_ns() / 1000, std::memory_order_relaxed);
+    }
   }
   return nr;
 }

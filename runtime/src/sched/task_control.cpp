@@ -364,6 +364,12 @@ void requeue_local(TaskMeta* m) {
   if (g->push_local(m) != 1) g->control()->signal_task(1);
 }
 
+void requeue_local_next(TaskMeta* m) {
+  TaskGroup* g = TaskGroup::current();
+  m->state.store(TaskMeta::kReady, std::memory_order_relaxed);
+  if (g->push_runnext(m)) g->control()->signal_task(1);
+}
+
 void make_ready(TaskMeta* m, ReadyKind kind) {
   m->state.store(TaskMeta::kReady, std::memory_order_relaxed);
   m->state_since.store(base::coarse_monotonic_ns(), std::memory_order_relaxed);

@@ -41,6 +41,8 @@ void make_ready(TaskMeta* m, ReadyKind kind);
 // away on this worker (yield, start_urgent's caller): no timestamp for the
 // fiber dump. Worker only, from a remained callback.
 void requeue_local(TaskMeta* m);
+// The same into the run-next slot (start_urgent's caller).
+void requeue_local_next(TaskMeta* m);
 
 // Wakes workers for the fibers this thread queued with kNoSignal.
 void flush_nosignal();

@@ -10,9 +10,9 @@
 #include "base/fault_injection.h"
 #include "base/futex.h"
 #include "base/slot_pool.h"
+#include "sched/fiber_lifecycle.h"
 #include "sched/task_control.h"
 #include "sched/task_group.h"
-#include "sched/fiber_lifecycle.h"
 #include "sched/task_meta.h"
 #include "time/timer_thread.h"
 #include "wait/butex_internal.h"
@@ -161,13 +161,13 @@ int wait_in_fiber(sched::TaskGroup* g, Butex* b, int expected, int64_t deadline)
     spin_until([&] { return w.timer_done.load(std::memory_order_acquire); });
   }
   // ...then an interrupter holding the token (it puts it back when done).
-  spin_until([&] {
-    return m->current_waiter.exchange(nullptr, std::memory_order_acquire) != nullptr;
-  });
+  spin_until(
+      [&] { return m->current_waiter.exchange(nullptr, std::memory_order_acquire) != nullptr; });
   m->wait_butex.store(nullptr, std::memory_order_relaxed);
   if (w.reason == 0) return 0;
   if (w.reason == EINTR) m->interrupted.store(false, std::memory_order_relaxed);
-  errno = w.reason;
+  // Resumed, maybe on another pthread: errno through the opaque accessor.
+  *base::errno_location() = w.reason;
   return -1;
 }
 
@@ -218,9 +218,8 @@ int wait_in_pthread(Butex* b, int expected, int64_t deadline, sched::TaskMeta* m
   }
   if (m != nullptr) {
     // An interrupter may hold the token (and touch `w`): wait for it back.
-    spin_until([&] {
-      return m->current_waiter.exchange(nullptr, std::memory_order_acquire) != nullptr;
-    });
+    spin_until(
+        [&] { return m->current_waiter.exchange(nullptr, std::memory_order_acquire) != nullptr; });
     if (w.reason == EINTR) m->interrupted.store(false, std::memory_order_relaxed);
   }
   if (w.reason == 0) return 0;

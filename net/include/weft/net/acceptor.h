@@ -34,8 +34,10 @@ class Acceptor : public InputMessenger {
   ~Acceptor() override;
 
   // Takes over listened_fd (closed when the listening socket recycles, also
-  // on failure). idle_timeout_sec > 0: connections with no read or write for
-  // that long are closed. 0, or -1 with errno.
+  // on failure). idle_timeout_sec > 0: connections with no activity for that
+  // long are closed (activity: a write, and a complete message for
+  // InputMessenger connections, any bytes read for other callbacks). A
+  // closer fiber also enforces --weft_read_timeout_ms. 0, or -1 with errno.
   int StartAccept(int listened_fd, int idle_timeout_sec);
   // Stops accepting, fails every connection (ELOGOFF) and waits until the
   // listening socket and every connection have recycled. A connection stays

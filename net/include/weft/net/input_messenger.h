@@ -23,6 +23,29 @@
 //   start;
 // - at end of file calls `parse` once more with read_eof = true (protocols
 //   whose last message ends with the connection produce it then) and closes.
+//
+// Bounds on a hostile peer (each closes or pauses only its own connection):
+// - a partial message (bytes buffered plus bytes a parser consumed without
+//   completing a message) over --weft_max_body_size + MAX_HEADER_ALLOWANCE
+//   closes the connection with EMSGSIZE;
+// - the bytes held in all connections' read buffers are counted; when a
+//   read takes the total over --weft_max_read_buffer_bytes, that connection
+//   closes with ENOMEM if it holds at least the average share of the
+//   connections holding bytes (so the largest holder always qualifies),
+//   else it stops reading until the total is back under the cap;
+// - the idle timer (Socket::last_active_us) moves on complete messages, not
+//   on bytes, and a partial message not completed in --weft_read_timeout_ms
+//   closes the connection with ETIMEDOUT (checked at each read and by the
+//   Acceptor's closer fiber);
+// - at most --weft_max_messages_in_flight_per_connection messages cut from
+//   a connection run at once; past it the connection is not read (TCP
+//   pushes back) until some finish;
+// - while the connection's unwritten output is at or over
+//   --weft_socket_max_unwritten_bytes (writes fail with EOVERCROWDED), the
+//   connection is not read until the output falls under half of it;
+// - a parse that returns PARSE_OK without consuming a byte is a protocol
+//   bug that would spin the reader: it is logged and the connection closes
+//   with EPROTO.
 #ifndef WEFT_NET_INPUT_MESSENGER_H_
 #define WEFT_NET_INPUT_MESSENGER_H_
 
@@ -121,11 +144,24 @@ struct InputMessageHandler {
 // (PARSE_ERROR_TOO_BIG_DATA beyond it).
 int64_t max_body_size();
 
+// Bytes held in read buffers of all connections, process-wide (counted by
+// InputMessenger after each read; see --weft_max_read_buffer_bytes).
+int64_t read_buffer_bytes();
+
+// --weft_read_timeout_ms (<= 0: none).
+int read_timeout_ms();
+
 class InputMessenger : public SocketUser {
  public:
   // Read sizes OnNewMessages chooses between.
   static constexpr size_t MIN_ONCE_READ = 4096;
   static constexpr size_t MAX_ONCE_READ = 512 * 1024;
+  // Room for a protocol's header on top of --weft_max_body_size: a partial
+  // message may be this much bigger before it is refused.
+  static constexpr int64_t MAX_HEADER_ALLOWANCE = 64 * 1024;
+  // A paused reader re-checks conditions nobody wakes it for (the output
+  // drained, the process total fell, the socket failed) this often.
+  static constexpr int PAUSE_POLL_MS = 10;
 
   InputMessenger() = default;
   ~InputMessenger() override = default;
@@ -138,6 +174,12 @@ class InputMessenger : public SocketUser {
   // The reading callback of sockets whose user is an InputMessenger.
   static void OnNewMessages(Socket* m);
 
+ protected:
+  // Fails m (ETIMEDOUT) when its partial message began more than
+  // --weft_read_timeout_ms before now_us (coarse CLOCK_MONOTONIC). Any
+  // thread. True when it failed m.
+  static bool CloseIfReadTimedOut(Socket* m, int64_t now_us);
+
  private:
   // Cuts one message from m's read buffer with m's protocol (choosing it on
   // the first message). *index receives the handler used.
@@ -147,6 +189,20 @@ class InputMessenger : public SocketUser {
   static void* ProcessInputMessage(void* msg);
   // Starts a fiber for msg with BTHREAD_NOSIGNAL (the caller flushes).
   static void QueueMessage(InputMessageBase* msg, int* num_fibers);
+  // Suspends m's reading fiber while must_wait(m, arg) holds, re-checking
+  // when a message of m finishes and every PAUSE_POLL_MS. False (at once)
+  // when m failed.
+  static bool PauseReading(Socket* m, bool (*must_wait)(const Socket*, int64_t), int64_t arg);
+  static bool TooManyInFlight(const Socket* m, int64_t cap);
+  static bool OutputOvercrowded(const Socket* m, int64_t limit);
+  static bool OverReadBudget(const Socket* m, int64_t cap);
+  // Brings m's share of the process-wide read-buffer count to its read
+  // buffer's size. Reading fiber only. Returns the new total.
+  static int64_t UpdateReadBufferBudget(Socket* m);
+  // After a read was cut: enforces the body size, read timeout and process
+  // read-buffer cap (see the top of this file). False when m was failed;
+  // *over_budget: m must not read until the total is under the cap.
+  static bool CheckReadBounds(Socket* m, bool completed, int64_t now_us, bool* over_budget);
 
   std::vector<InputMessageHandler> _handlers;
 };

@@ -163,8 +163,11 @@ class Socket {
   // (if any) hears the error.
   int Write(IOBuf* data, const WriteOptions* options = nullptr);
 
-  // Reads at most size_hint bytes into read_buf(). As read(2).
-  ssize_t DoRead(size_t size_hint);
+  // Reads at most size_hint bytes into read_buf(). As read(2). Bytes read
+  // refresh last_active_us() unless bytes_are_activity is false: then the
+  // caller says what activity is (InputMessenger: a complete message), so a
+  // peer trickling bytes cannot keep the connection from idling out.
+  ssize_t DoRead(size_t size_hint, bool bytes_are_activity = true);
   // For reading callbacks: false (and the socket's pending event count
   // reset) when no event arrived since *progress was taken; true (with
   // *progress updated) when the caller must read again.
@@ -196,8 +199,15 @@ class Socket {
   int64_t unwritten_bytes() const { return _unwritten_bytes.load(std::memory_order_acquire); }
   int64_t in_bytes() const { return _in_bytes.load(std::memory_order_relaxed); }
   int64_t out_bytes() const { return _out_bytes.load(std::memory_order_relaxed); }
-  // CLOCK_MONOTONIC microseconds of the last read / write that moved bytes.
+  // CLOCK_MONOTONIC microseconds (coarse) of the last read activity (see
+  // DoRead) or write that moved bytes.
   int64_t last_active_us() const;
+  // CLOCK_MONOTONIC microseconds (coarse) when the message the
+  // InputMessenger is still waiting the rest of began to arrive; 0 when no
+  // partial message is buffered. Any thread (relaxed: a hint for timeouts).
+  int64_t partial_message_since_us() const {
+    return _partial_since_us.load(std::memory_order_relaxed);
+  }
 
   // Sockets currently alive (created and not yet recycled), process-wide.
   static int64_t live_count();
@@ -218,6 +228,9 @@ class Socket {
   void PostponeEOF() { _ninprocess.fetch_add(1, std::memory_order_relaxed); }
   void CheckEOF();
   void SetEOF();
+  // Gives this socket's share of the process-wide read-buffer count back
+  // (input_messenger.cpp); called when the socket recycles.
+  void ReleaseReadBufferBudget();
 
   // Drops one reference; recycles the socket when it was the last one.
   int Dereference();
@@ -329,6 +342,19 @@ class Socket {
   // Messages in flight + 1 until EOF was seen (see PostponeEOF).
   std::atomic<int> _ninprocess{1};
   std::atomic<bool> _eof_seen{false};
+  // Bytes of _read_buf counted in the process-wide read-buffer total; the
+  // reading fiber alone changes it, OnRecycle (after the last reference)
+  // gives it back.
+  size_t _read_buf_accounted = 0;
+  // See partial_message_since_us(); stored by the reading fiber only.
+  std::atomic<int64_t> _partial_since_us{0};
+  // Messages cut and not yet processed (--weft_max_messages_in_flight_per_
+  // connection), and the reading fiber's pause: it sets _reader_waiting and
+  // sleeps on _read_butex; a finishing message that sees the flag bumps and
+  // wakes the butex (the seq_cst protocol is in input_messenger.cpp).
+  std::atomic<int> _nmsg_in_flight{0};
+  std::atomic<bool> _reader_waiting{false};
+  std::atomic<int>* _read_butex = nullptr;
 
   std::atomic<int64_t> _in_bytes{0};
   std::atomic<int64_t> _out_bytes{0};
