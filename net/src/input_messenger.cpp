@@ -2,10 +2,9 @@
 #include "weft/net/input_messenger.h"
 
 #include <errno.h>
+#include <gflags/gflags.h>
 #include <string.h>
 #include <time.h>
-
-#include <gflags/gflags.h>
 
 #include "base/time_util.h"
 #include "net_log.h"
@@ -242,8 +241,24 @@ void* InputMessenger::ProcessInputMessage(void* arg) {
     s->_read_butex->fetch_add(1, std::memory_order_relaxed);
     butex_wake(s->_read_butex);
   }
-  s->CheckEOF();
+  // The postponed EOF goes when the message is destroyed (Destroy), which
+  // an asynchronous handler does after it has answered.
   return nullptr;
+}
+
+void InputMessenger::ReleaseEOF(Socket* s) { s->CheckEOF(); }
+
+void InputMessageBase::Destroy() {
+  if (!holds_eof_ || _socket == nullptr) {
+    DestroyImpl();
+    return;
+  }
+  // Our own reference: DestroyImpl frees the message and its reference,
+  // and the graceful close must come after (the reply the handler wrote is
+  // queued by now, so the close flushes it).
+  SocketUniquePtr s = std::move(_socket);
+  DestroyImpl();
+  InputMessenger::ReleaseEOF(s.get());
 }
 
 void InputMessenger::QueueMessage(InputMessageBase* msg, int* num_fibers) {
@@ -354,10 +369,10 @@ void InputMessenger::OnNewMessages(Socket* m) {
       // Moving average of message sizes, for the next read's size.
       m->_last_msg_size += last_size - cur_size;
       last_size = cur_size;
-      m->_avg_msg_size = m->_avg_msg_size == 0
-                             ? m->_last_msg_size
-                             : (m->_avg_msg_size * (MSG_SIZE_WINDOW - 1) + m->_last_msg_size) /
-                                   MSG_SIZE_WINDOW;
+      m->_avg_msg_size =
+          m->_avg_msg_size == 0
+              ? m->_last_msg_size
+              : (m->_avg_msg_size * (MSG_SIZE_WINDOW - 1) + m->_last_msg_size) / MSG_SIZE_WINDOW;
       m->_last_msg_size = 0;
 
       InputMessageBase* const msg = pr.message();
@@ -394,6 +409,7 @@ void InputMessenger::OnNewMessages(Socket* m) {
       m->_nmsg_in_flight.fetch_add(1, std::memory_order_relaxed);
       // The message keeps the connection's EOF pending until it has run.
       m->PostponeEOF();
+      msg->holds_eof_ = true;
       if (last_msg != nullptr) QueueMessage(last_msg, &num_fibers);
       last_msg = msg;
     }

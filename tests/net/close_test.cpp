@@ -279,4 +279,51 @@ TEST(GracefulCloseTest, RefusesNewWritesFlushesAcceptedOnesThenFails) {
 }
 
 }  // namespace
+// An asynchronous server: process() hands the message to a fiber that
+// answers 200 ms later and only then destroys it.
+void* answer_later(void* arg) {
+  auto* msg = static_cast<SizeRequest*>(arg);
+  bthread_usleep(200 * 1000);
+  const size_t n = strtoull(msg->payload.c_str(), nullptr, 10);
+  IOBuf reply;
+  reply.append(frame_header(n));
+  reply.append(std::string(n, 'a'));
+  if (msg->socket()->Write(&reply) != 0) g_write_errors.fetch_add(1);
+  g_processed.fetch_add(1);
+  msg->Destroy();
+  return nullptr;
+}
+
+void process_later(InputMessageBase* base) {
+  bthread_t tid;
+  if (bthread_start_background(&tid, nullptr, answer_later, base) != 0) base->Destroy();
+}
+
+TEST(AsyncCloseTest, ReplyOfAHandlerThatAnswersLaterArrivesAfterThePeersEof) {
+  test::Watchdog dog("async reply after EOF", test::kLong);
+  g_processed = 0;
+  g_write_errors = 0;
+  Acceptor acceptor;
+  InputMessageHandler h;
+  h.parse = parse_request;
+  h.process = process_later;
+  h.name = "size-later";
+  ASSERT_EQ(0, acceptor.AddHandler(h));
+  const int lfd = tcp_listen(EndPoint::loopback(0));
+  ASSERT_GE(lfd, 0);
+  const EndPoint ep = get_local_side(lfd);
+  ASSERT_EQ(0, acceptor.StartAccept(lfd, 0));
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(0, connect(fd, ep.addr(), ep.addr_len()));
+  const std::string req = request(1000);
+  ASSERT_EQ(static_cast<ssize_t>(req.size()), write(fd, req.data(), req.size()));
+  // EOF reaches the server while the answer is still 200 ms away.
+  ASSERT_EQ(0, shutdown(fd, SHUT_WR));
+  const std::string got = test::read_until(fd, SIZE_MAX, 20000 * kTimeScale);
+  EXPECT_EQ(0, g_write_errors.load());
+  EXPECT_EQ(1, count_replies(got, 1000)) << got.size() << " bytes arrived";
+  close(fd);
+  acceptor.StopAccept();
+}
+
 }  // namespace weft

@@ -81,8 +81,13 @@ class InputMessageBase {
   InputMessageBase(const InputMessageBase&) = delete;
   InputMessageBase& operator=(const InputMessageBase&) = delete;
 
-  // Frees the message (calls DestroyImpl, by default `delete this`).
-  void Destroy() { DestroyImpl(); }
+  // Frees the message (calls DestroyImpl, by default `delete this`). A
+  // connection the peer half-closed stays open until every message cut
+  // from it is destroyed, not merely processed: a handler may keep the
+  // message and answer later (from any fiber or pthread), and its reply is
+  // still written before the graceful close. Keep socket_ptr() in the
+  // message until then.
+  void Destroy();
 
   // The connection it came from (a reference held by the message).
   Socket* socket() const { return _socket.get(); }
@@ -99,6 +104,9 @@ class InputMessageBase {
  private:
   friend class InputMessenger;
   SocketUniquePtr _socket;
+  // Set when the message holds the connection's EOF pending (PostponeEOF);
+  // Destroy() lets it go.
+  bool holds_eof_ = false;
   void (*_process)(InputMessageBase*) = nullptr;
   const void* _arg = nullptr;
   int64_t _received_us = 0;
@@ -184,9 +192,13 @@ class InputMessenger : public SocketUser {
   // Cuts one message from m's read buffer with m's protocol (choosing it on
   // the first message). *index receives the handler used.
   ParseResult CutInputMessage(Socket* m, size_t* index, bool read_eof);
-  // Runs a message's process (fiber entry), then lets the connection's
-  // postponed EOF through.
+  friend class InputMessageBase;
+  // Runs a message's process (fiber entry). The connection's postponed EOF
+  // goes when the message is destroyed (ReleaseEOF).
   static void* ProcessInputMessage(void* msg);
+  // The end of a message that held the connection's EOF
+  // (InputMessageBase::Destroy).
+  static void ReleaseEOF(Socket* s);
   // Starts a fiber for msg with BTHREAD_NOSIGNAL (the caller flushes).
   static void QueueMessage(InputMessageBase* msg, int* num_fibers);
   // Suspends m's reading fiber while must_wait(m, arg) holds, re-checking
