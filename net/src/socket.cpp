@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <gflags/gflags.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
@@ -12,8 +13,6 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <gflags/gflags.h>
 
 #include "base/time_util.h"
 #include "net_log.h"
@@ -273,7 +272,8 @@ void Socket::OnRecycle() {
   _app_connect.reset();
   const int prev_fd = _fd.exchange(-1, std::memory_order_relaxed);
   if (prev_fd >= 0) {
-    if (_on_edge_triggered_events != nullptr) GetGlobalEventDispatcher(prev_fd).RemoveConsumer(prev_fd);
+    if (_on_edge_triggered_events != nullptr)
+      GetGlobalEventDispatcher(prev_fd).RemoveConsumer(prev_fd);
     close(prev_fd);
   }
   ReleaseReadBufferBudget();
@@ -307,6 +307,13 @@ void Socket::OnRecycle() {
   socket_pool().free(slot);
 }
 
+void Socket::StoreErrorText(const char* fmt, va_list ap) {
+  char text[256];
+  vsnprintf(text, sizeof(text), fmt, ap);
+  std::lock_guard<std::mutex> guard(_error_mu);
+  _error_text = text;
+}
+
 int Socket::SetFailed(int error_code, const char* fmt, ...) {
   if (error_code == 0) error_code = EFAILEDSOCKET;
   const uint32_t id_ver = version_of_id(_this_id);
@@ -321,13 +328,10 @@ int Socket::SetFailed(int error_code, const char* fmt, ...) {
     }
   }
   if (fmt != nullptr) {
-    char text[256];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(text, sizeof(text), fmt, ap);
+    StoreErrorText(fmt, ap);
     va_end(ap);
-    std::lock_guard<std::mutex> guard(_error_mu);
-    _error_text = text;
   }
   uint64_t vref = _versioned_ref.load(std::memory_order_relaxed);
   for (;;) {
@@ -389,13 +393,10 @@ int Socket::CloseGracefully(int error_code, const char* fmt, ...) {
   if (fmt != nullptr) {
     // The text the failure will carry (SetFailed(code, nullptr) below keeps
     // it; an abort meanwhile replaces it with its own).
-    char text[256];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(text, sizeof(text), fmt, ap);
+    StoreErrorText(fmt, ap);
     va_end(ap);
-    std::lock_guard<std::mutex> guard(_error_mu);
-    _error_text = text;
   }
   const int flush_ms = FLAGS_weft_socket_close_flush_ms;
   if (flush_ms <= 0) return SetFailed(error_code, nullptr) == 0 ? 0 : -1;
@@ -486,8 +487,7 @@ int Socket::SetFailed(SocketId id) {
 bool Socket::Failed() const {
   // seq_cst (acquire at least): the connect path's check after adopting the
   // fd relies on it, see SetUpFileDescriptor. Costs an acquire on x86/ARM.
-  return version_of_vref(_versioned_ref.load(std::memory_order_seq_cst)) !=
-         version_of_id(_this_id);
+  return version_of_vref(_versioned_ref.load(std::memory_order_seq_cst)) != version_of_id(_this_id);
 }
 
 int Socket::non_zero_error_code() const {

@@ -22,6 +22,7 @@
 #ifndef WEFT_NET_SOCKET_H_
 #define WEFT_NET_SOCKET_H_
 
+#include <stdarg.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -225,6 +226,9 @@ class Socket {
 
   // EOF handling of InputMessenger: the connection fails (EEOF) only once
   // the peer closed (SetEOF) and every message cut from it has run.
+  // Formats the failure's text into _error_text (under _error_mu).
+  void StoreErrorText(const char* fmt, va_list ap);
+
   void PostponeEOF() { _ninprocess.fetch_add(1, std::memory_order_relaxed); }
   void CheckEOF();
   void SetEOF();
