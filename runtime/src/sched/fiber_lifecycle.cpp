@@ -241,21 +241,30 @@ bool reserve_alive() {
 // Gives back a reservation whose start then failed.
 void unreserve_alive() { count_ended(); }
 
-// Ends a slot's fiber that never ran (its thread could not be made): the
-// version moves on to even under the lock, as in fiber_finished, so the id
-// is dead at once for join, interrupt and the dump; then the slot is free.
-void abandon_meta(TaskMeta* m) {
+// Moves the slot's version on to even under the lock (the id is dead from
+// then on for join, interrupt and the dump), then wakes the joiners, the last
+// of which frees the slot once it has read the result, or frees it now.
+void end_version(TaskMeta* m) {
   m->lock.lock();
-  const uint32_t next = current_version(m) + 1;
+  const uint32_t next = current_version(m) + 1;  // even: ended (0 after a wrap)
+  // Release pairs with the acquire loads of joiners: they see `result`.
   m->version_butex->value.store(static_cast<int>(next), std::memory_order_release);
   const bool has_joiners = m->njoiners != 0;
   m->lock.unlock();
-  // Nobody had the id, so nobody can be joining; keep the invariant anyway.
   if (has_joiners) {
     wait::butex_wake_some(m->version_butex, INT32_MAX, 0);
   } else {
     task_pool().free(m->slot);
   }
+}
+
+// Ends a slot's fiber that never ran (its thread could not be made): the
+// version moves on to even under the lock, as in fiber_finished, so the id
+// is dead at once for join, interrupt and the dump; then the slot is free.
+void abandon_meta(TaskMeta* m) {
+  // Nobody had the id, so nobody can be joining; the shared ending keeps
+  // the invariant anyway.
+  end_version(m);
 }
 
 void* pthread_fiber_main(void* arg) {
@@ -381,18 +390,7 @@ void fiber_finished(TaskMeta* m) {
   // Counted before the version moves: whoever sees the fiber ended (a
   // joiner) also sees it gone from fibers_alive() and from the limit.
   count_ended();
-  m->lock.lock();
-  const uint32_t next = current_version(m) + 1;  // even: ended (0 after a wrap)
-  // Release pairs with the acquire loads of joiners: they see `result`.
-  m->version_butex->value.store(static_cast<int>(next), std::memory_order_release);
-  const bool has_joiners = m->njoiners != 0;
-  m->lock.unlock();
-  if (has_joiners) {
-    // The last joiner frees the slot once it has read the result.
-    wait::butex_wake_some(m->version_butex, INT32_MAX, 0);
-  } else {
-    task_pool().free(m->slot);
-  }
+  end_version(m);
 }
 
 int join_fiber(bthread_t tid, void** ret) {
