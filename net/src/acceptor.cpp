@@ -21,53 +21,53 @@ constexpr int64_t kMaxAcceptBackoffUs = 100 * 1000;
 
 Acceptor::Acceptor(void (*on_new_messages)(Socket*), void* arg,
                    bthread_keytable_pool_t* keytable_pool)
-    : _on_new_messages(on_new_messages), _arg(arg), _keytable_pool(keytable_pool) {
-  bthread_mutex_init(&_map_mutex, nullptr);
-  bthread_cond_init(&_empty_cond, nullptr);
-  _listener_user.owner = this;
+    : on_new_messages_(on_new_messages), arg_(arg), keytable_pool_(keytable_pool) {
+  bthread_mutex_init(&map_mutex_, nullptr);
+  bthread_cond_init(&empty_cond_, nullptr);
+  listener_user_.owner = this;
 }
 
 Acceptor::~Acceptor() {
   StopAccept();
-  bthread_cond_destroy(&_empty_cond);
-  bthread_mutex_destroy(&_map_mutex);
+  bthread_cond_destroy(&empty_cond_);
+  bthread_mutex_destroy(&map_mutex_);
 }
 
 int Acceptor::StartAccept(int listened_fd, int idle_timeout_sec) {
-  if (listened_fd < 0 || _on_new_messages == nullptr) {
+  if (listened_fd < 0 || on_new_messages_ == nullptr) {
     if (listened_fd >= 0) close(listened_fd);
     errno = EINVAL;
     return -1;
   }
-  bthread_mutex_lock(&_map_mutex);
-  if (_status == RUNNING || _status == STOPPING) {
-    bthread_mutex_unlock(&_map_mutex);
+  bthread_mutex_lock(&map_mutex_);
+  if (status_ == RUNNING || status_ == STOPPING) {
+    bthread_mutex_unlock(&map_mutex_);
     close(listened_fd);
     errno = EBUSY;
     return -1;
   }
-  _status = RUNNING;
+  status_ = RUNNING;
   // Until cleared below, StopAccept waits: the listener's id and the idle
   // closer are not known yet.
-  _starting = true;
-  _listener_recycled = false;
-  _idle_timeout_sec = idle_timeout_sec;
-  bthread_mutex_unlock(&_map_mutex);
+  starting_ = true;
+  listener_recycled_ = false;
+  idle_timeout_sec_ = idle_timeout_sec;
+  bthread_mutex_unlock(&map_mutex_);
 
   SocketOptions options;
   options.fd = listened_fd;
-  options.user = &_listener_user;
+  options.user = &listener_user_;
   options.on_edge_triggered_events = OnNewConnections;
   SocketId id;
   if (Socket::Create(options, &id) != 0) {
     const int saved_errno = errno;
-    bthread_mutex_lock(&_map_mutex);
-    _status = STOPPED;
-    _starting = false;
+    bthread_mutex_lock(&map_mutex_);
+    status_ = STOPPED;
+    starting_ = false;
     // Without a socket nobody will report the listener's recycling.
-    if (id == INVALID_SOCKET_ID) _listener_recycled = true;
-    bthread_cond_broadcast(&_empty_cond);
-    bthread_mutex_unlock(&_map_mutex);
+    if (id == INVALID_SOCKET_ID) listener_recycled_ = true;
+    bthread_cond_broadcast(&empty_cond_);
+    bthread_mutex_unlock(&map_mutex_);
     errno = saved_errno;
     return -1;
   }
@@ -79,28 +79,28 @@ int Acceptor::StartAccept(int listened_fd, int idle_timeout_sec) {
     idle_tid = 0;
     WEFT_NET_WARN("fail to start the idle-connection closer; idle connections stay open");
   }
-  bthread_mutex_lock(&_map_mutex);
-  _acception_id = id;
-  _close_idle_tid = idle_tid;
-  _starting = false;
-  bthread_cond_broadcast(&_empty_cond);
-  bthread_mutex_unlock(&_map_mutex);
+  bthread_mutex_lock(&map_mutex_);
+  acception_id_ = id;
+  close_idle_tid_ = idle_tid;
+  starting_ = false;
+  bthread_cond_broadcast(&empty_cond_);
+  bthread_mutex_unlock(&map_mutex_);
   return 0;
 }
 
 void Acceptor::StopAccept() {
-  bthread_mutex_lock(&_map_mutex);
-  while (_starting) bthread_cond_wait(&_empty_cond, &_map_mutex);
-  if (_status != RUNNING) {
-    bthread_mutex_unlock(&_map_mutex);
+  bthread_mutex_lock(&map_mutex_);
+  while (starting_) bthread_cond_wait(&empty_cond_, &map_mutex_);
+  if (status_ != RUNNING) {
+    bthread_mutex_unlock(&map_mutex_);
     return;
   }
   // From now on OnNewConnectionsUntilEAGAIN fails what it accepts.
-  _status = STOPPING;
-  const SocketId listener = _acception_id;
-  const bthread_t idle_tid = _close_idle_tid;
-  _close_idle_tid = 0;
-  bthread_mutex_unlock(&_map_mutex);
+  status_ = STOPPING;
+  const SocketId listener = acception_id_;
+  const bthread_t idle_tid = close_idle_tid_;
+  close_idle_tid_ = 0;
+  bthread_mutex_unlock(&map_mutex_);
 
   // Shuts the listening fd down: a fiber inside accept() gets an error and
   // returns; the fd closes when the listener recycles.
@@ -117,26 +117,26 @@ void Acceptor::StopAccept() {
     bthread_stop(idle_tid);
     bthread_join(idle_tid, nullptr);
   }
-  bthread_mutex_lock(&_map_mutex);
-  while (!_listener_recycled || !_socket_map.empty()) bthread_cond_wait(&_empty_cond, &_map_mutex);
-  _status = STOPPED;
-  _acception_id = INVALID_SOCKET_ID;
-  bthread_mutex_unlock(&_map_mutex);
+  bthread_mutex_lock(&map_mutex_);
+  while (!listener_recycled_ || !socket_map_.empty()) bthread_cond_wait(&empty_cond_, &map_mutex_);
+  status_ = STOPPED;
+  acception_id_ = INVALID_SOCKET_ID;
+  bthread_mutex_unlock(&map_mutex_);
 }
 
 size_t Acceptor::ConnectionCount() const {
-  bthread_mutex_lock(&_map_mutex);
-  const size_t n = _socket_map.size();
-  bthread_mutex_unlock(&_map_mutex);
+  bthread_mutex_lock(&map_mutex_);
+  const size_t n = socket_map_.size();
+  bthread_mutex_unlock(&map_mutex_);
   return n;
 }
 
 void Acceptor::ListConnections(std::vector<SocketId>* ids) const {
   ids->clear();
-  bthread_mutex_lock(&_map_mutex);
-  ids->reserve(_socket_map.size());
-  for (const auto& entry : _socket_map) ids->push_back(entry.first);
-  bthread_mutex_unlock(&_map_mutex);
+  bthread_mutex_lock(&map_mutex_);
+  ids->reserve(socket_map_.size());
+  for (const auto& entry : socket_map_) ids->push_back(entry.first);
+  bthread_mutex_unlock(&map_mutex_);
 }
 
 void Acceptor::OnNewConnections(Socket* acception) {
@@ -181,8 +181,8 @@ void Acceptor::OnNewConnectionsUntilEAGAIN(Socket* acception) {
     options.fd = in_fd;
     options.remote_side = EndPoint(reinterpret_cast<const sockaddr*>(&addr), addr_len);
     options.user = am;
-    options.on_edge_triggered_events = am->_on_new_messages;
-    options.keytable_pool = am->_keytable_pool;
+    options.on_edge_triggered_events = am->on_new_messages_;
+    options.keytable_pool = am->keytable_pool_;
     SocketId socket_id;
     if (Socket::Create(options, &socket_id) != 0) {
       WEFT_NET_WARN("fail to create a socket for an accepted fd: %s", strerror(errno));
@@ -192,34 +192,34 @@ void Acceptor::OnNewConnectionsUntilEAGAIN(Socket* acception) {
     // erase itself from the map) before it is in the map.
     SocketUniquePtr sock;
     if (Socket::AddressFailedAsWell(socket_id, &sock) >= 0) {
-      bthread_mutex_lock(&am->_map_mutex);
-      const bool running = am->_status == RUNNING;
-      am->_socket_map.emplace(socket_id, 0);
-      bthread_mutex_unlock(&am->_map_mutex);
+      bthread_mutex_lock(&am->map_mutex_);
+      const bool running = am->status_ == RUNNING;
+      am->socket_map_.emplace(socket_id, 0);
+      bthread_mutex_unlock(&am->map_mutex_);
       if (!running) sock->SetFailed(ELOGOFF, "the acceptor is stopping");
     }
   }
 }
 
 void Acceptor::BeforeRecycle(Socket* sock) {
-  bthread_mutex_lock(&_map_mutex);
-  _socket_map.erase(sock->id());
-  if (_socket_map.empty()) bthread_cond_broadcast(&_empty_cond);
-  bthread_mutex_unlock(&_map_mutex);
+  bthread_mutex_lock(&map_mutex_);
+  socket_map_.erase(sock->id());
+  if (socket_map_.empty()) bthread_cond_broadcast(&empty_cond_);
+  bthread_mutex_unlock(&map_mutex_);
 }
 
 void Acceptor::ListenerUser::BeforeRecycle(Socket*) { owner->OnListenerRecycled(); }
 
 void Acceptor::OnListenerRecycled() {
-  bthread_mutex_lock(&_map_mutex);
-  _listener_recycled = true;
-  bthread_cond_broadcast(&_empty_cond);
-  bthread_mutex_unlock(&_map_mutex);
+  bthread_mutex_lock(&map_mutex_);
+  listener_recycled_ = true;
+  bthread_cond_broadcast(&empty_cond_);
+  bthread_mutex_unlock(&map_mutex_);
 }
 
 void* Acceptor::CloseIdleConnections(void* arg) {
   Acceptor* const am = static_cast<Acceptor*>(arg);
-  const int64_t idle_us = static_cast<int64_t>(am->_idle_timeout_sec) * 1000000;
+  const int64_t idle_us = static_cast<int64_t>(am->idle_timeout_sec_) * 1000000;
   std::vector<SocketId> ids;
   for (;;) {
     // Check a few times per timeout so a connection closes within ~1/4 of

@@ -25,41 +25,41 @@ namespace {
 constexpr SocketId kWakeupId = INVALID_SOCKET_ID;
 }  // namespace
 
-EventDispatcher::EventDispatcher() : _consumer_thread_attr(BTHREAD_ATTR_NORMAL) {
-  _epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (_epfd < 0) {
+EventDispatcher::EventDispatcher() : consumer_thread_attr_(BTHREAD_ATTR_NORMAL) {
+  epfd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (epfd_ < 0) {
     fprintf(stderr, "weft net: epoll_create1 failed: %s\n", strerror(errno));
     return;
   }
-  if (pipe2(_wakeup_fds, O_CLOEXEC | O_NONBLOCK) != 0) {
+  if (pipe2(wakeup_fds_, O_CLOEXEC | O_NONBLOCK) != 0) {
     fprintf(stderr, "weft net: pipe2 failed: %s\n", strerror(errno));
-    _wakeup_fds[0] = _wakeup_fds[1] = -1;
+    wakeup_fds_[0] = wakeup_fds_[1] = -1;
   }
 }
 
 EventDispatcher::~EventDispatcher() {
   Stop();
   Join();
-  if (_epfd >= 0) close(_epfd);
-  if (_wakeup_fds[0] >= 0) close(_wakeup_fds[0]);
-  if (_wakeup_fds[1] >= 0) close(_wakeup_fds[1]);
+  if (epfd_ >= 0) close(epfd_);
+  if (wakeup_fds_[0] >= 0) close(wakeup_fds_[0]);
+  if (wakeup_fds_[1] >= 0) close(wakeup_fds_[1]);
 }
 
 int EventDispatcher::Start(const bthread_attr_t* consumer_thread_attr) {
-  if (_epfd < 0 || _wakeup_fds[1] < 0) {
+  if (epfd_ < 0 || wakeup_fds_[1] < 0) {
     errno = EINVAL;
     return -1;
   }
-  if (_tid != 0) {
+  if (tid_ != 0) {
     errno = EBUSY;
     return -1;
   }
-  _consumer_thread_attr = consumer_thread_attr != nullptr ? *consumer_thread_attr : BTHREAD_ATTR_NORMAL;
+  consumer_thread_attr_ = consumer_thread_attr != nullptr ? *consumer_thread_attr : BTHREAD_ATTR_NORMAL;
   // Set before the fiber starts, which reads it without synchronization
   // beyond the start itself.
-  const int rc = bthread_start_background(&_tid, &BTHREAD_ATTR_NORMAL, RunThis, this);
+  const int rc = bthread_start_background(&tid_, &BTHREAD_ATTR_NORMAL, RunThis, this);
   if (rc != 0) {
-    _tid = 0;
+    tid_ = 0;
     errno = rc;
     return -1;
   }
@@ -67,7 +67,7 @@ int EventDispatcher::Start(const bthread_attr_t* consumer_thread_attr) {
 }
 
 bool EventDispatcher::Running() const {
-  return _tid != 0 && !_stop.load(std::memory_order_acquire);
+  return tid_ != 0 && !stop_.load(std::memory_order_acquire);
 }
 
 void* EventDispatcher::RunThis(void* arg) {
@@ -77,21 +77,21 @@ void* EventDispatcher::RunThis(void* arg) {
 
 void EventDispatcher::Run() {
   epoll_event events[64];
-  while (!_stop.load(std::memory_order_acquire)) {
-    const int n = epoll_wait(_epfd, events, 64, 0);
+  while (!stop_.load(std::memory_order_acquire)) {
+    const int n = epoll_wait(epfd_, events, 64, 0);
     if (n < 0) {
       if (errno == EINTR) continue;
-      fprintf(stderr, "weft net: epoll_wait(%d) failed: %s\n", _epfd, strerror(errno));
+      fprintf(stderr, "weft net: epoll_wait(%d) failed: %s\n", epfd_, strerror(errno));
       break;
     }
     if (n == 0) {
       // Nothing ready: park the fiber (not the worker) until the epoll fd is
       // readable. Level-triggered on the epoll fd, so events that arrive
       // between the poll above and the wait are not missed.
-      if (bthread_fd_wait(_epfd, EPOLLIN) != 0 && errno != EINTR && errno != EAGAIN) {
+      if (bthread_fd_wait(epfd_, EPOLLIN) != 0 && errno != EINTR && errno != EAGAIN) {
         // A transient failure (the runtime's poller could not get an fd:
         // EMFILE) must not end the dispatcher: poll again shortly.
-        WEFT_NET_WARN("waiting on epoll fd %d failed: %s; retrying", _epfd, strerror(errno));
+        WEFT_NET_WARN("waiting on epoll fd %d failed: %s; retrying", epfd_, strerror(errno));
         bthread_usleep(1000);
       }
       continue;
@@ -102,7 +102,7 @@ void EventDispatcher::Run() {
     for (int i = 0; i < n; ++i) {
       if (events[i].data.u64 == kWakeupId) continue;
       if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-        Socket::StartInputEvent(events[i].data.u64, events[i].events, _consumer_thread_attr);
+        Socket::StartInputEvent(events[i].data.u64, events[i].events, consumer_thread_attr_);
       }
     }
     for (int i = 0; i < n; ++i) {
@@ -115,33 +115,33 @@ void EventDispatcher::Run() {
 }
 
 void EventDispatcher::Stop() {
-  if (_stop.exchange(true, std::memory_order_acq_rel)) return;
-  if (_epfd >= 0 && _wakeup_fds[1] >= 0) {
+  if (stop_.exchange(true, std::memory_order_acq_rel)) return;
+  if (epfd_ >= 0 && wakeup_fds_[1] >= 0) {
     // An empty pipe's write end is always writable: the epoll fd becomes
-    // readable and the fiber wakes and sees _stop.
+    // readable and the fiber wakes and sees stop_.
     epoll_event evt{};
     evt.events = EPOLLOUT;
     evt.data.u64 = kWakeupId;
-    epoll_ctl(_epfd, EPOLL_CTL_ADD, _wakeup_fds[1], &evt);
+    epoll_ctl(epfd_, EPOLL_CTL_ADD, wakeup_fds_[1], &evt);
   }
 }
 
 void EventDispatcher::Join() {
-  if (_tid != 0) {
-    bthread_join(_tid, nullptr);
-    _tid = 0;
+  if (tid_ != 0) {
+    bthread_join(tid_, nullptr);
+    tid_ = 0;
   }
 }
 
 int EventDispatcher::AddConsumer(SocketId socket_id, int fd) {
-  if (_epfd < 0) {
+  if (epfd_ < 0) {
     errno = EINVAL;
     return -1;
   }
   epoll_event evt{};
   evt.events = EPOLLIN | EPOLLET;
   evt.data.u64 = socket_id;
-  return epoll_ctl(_epfd, EPOLL_CTL_ADD, fd, &evt);
+  return epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &evt);
 }
 
 int EventDispatcher::RemoveConsumer(int fd) {
@@ -149,11 +149,11 @@ int EventDispatcher::RemoveConsumer(int fd) {
     errno = EINVAL;
     return -1;
   }
-  return epoll_ctl(_epfd, EPOLL_CTL_DEL, fd, nullptr);
+  return epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
 }
 
 int EventDispatcher::AddEpollOut(SocketId socket_id, int fd, bool pollin) {
-  if (_epfd < 0) {
+  if (epfd_ < 0) {
     errno = EINVAL;
     return -1;
   }
@@ -163,9 +163,9 @@ int EventDispatcher::AddEpollOut(SocketId socket_id, int fd, bool pollin) {
   if (pollin) {
     evt.events |= EPOLLIN;
     // ENOENT when the consumer was already removed.
-    return epoll_ctl(_epfd, EPOLL_CTL_MOD, fd, &evt);
+    return epoll_ctl(epfd_, EPOLL_CTL_MOD, fd, &evt);
   }
-  return epoll_ctl(_epfd, EPOLL_CTL_ADD, fd, &evt);
+  return epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &evt);
 }
 
 int EventDispatcher::RemoveEpollOut(SocketId socket_id, int fd, bool pollin) {
@@ -173,9 +173,9 @@ int EventDispatcher::RemoveEpollOut(SocketId socket_id, int fd, bool pollin) {
     epoll_event evt{};
     evt.data.u64 = socket_id;
     evt.events = EPOLLIN | EPOLLET;
-    return epoll_ctl(_epfd, EPOLL_CTL_MOD, fd, &evt);
+    return epoll_ctl(epfd_, EPOLL_CTL_MOD, fd, &evt);
   }
-  return epoll_ctl(_epfd, EPOLL_CTL_DEL, fd, nullptr);
+  return epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
 }
 
 // ---- the global dispatchers ----

@@ -64,19 +64,19 @@ int read_timeout_ms() { return load_flag(FLAGS_weft_read_timeout_ms); }
 int64_t read_buffer_bytes() { return g_read_buf_bytes.load(std::memory_order_relaxed); }
 
 void Socket::ReleaseReadBufferBudget() {
-  if (_read_buf_accounted == 0) return;
-  g_read_buf_bytes.fetch_sub(static_cast<int64_t>(_read_buf_accounted), std::memory_order_relaxed);
+  if (read_buf_accounted_ == 0) return;
+  g_read_buf_bytes.fetch_sub(static_cast<int64_t>(read_buf_accounted_), std::memory_order_relaxed);
   g_read_buf_holders.fetch_sub(1, std::memory_order_relaxed);
-  _read_buf_accounted = 0;
+  read_buf_accounted_ = 0;
 }
 
 int64_t InputMessenger::UpdateReadBufferBudget(Socket* m) {
   const size_t now = m->read_buf().size();
-  const size_t before = m->_read_buf_accounted;
+  const size_t before = m->read_buf_accounted_;
   if (now == before) return g_read_buf_bytes.load(std::memory_order_relaxed);
   if (before == 0) g_read_buf_holders.fetch_add(1, std::memory_order_relaxed);
   if (now == 0) g_read_buf_holders.fetch_sub(1, std::memory_order_relaxed);
-  m->_read_buf_accounted = now;
+  m->read_buf_accounted_ = now;
   const int64_t delta = static_cast<int64_t>(now) - static_cast<int64_t>(before);
   return g_read_buf_bytes.fetch_add(delta, std::memory_order_relaxed) + delta;
 }
@@ -97,12 +97,12 @@ bool InputMessenger::CloseIfReadTimedOut(Socket* m, int64_t now_us) {
 bool InputMessenger::CheckReadBounds(Socket* m, bool completed, int64_t now_us, bool* over_budget) {
   // The message being received: what is buffered plus what the parser
   // consumed of it without completing it.
-  const int64_t partial = static_cast<int64_t>(m->_last_msg_size + m->read_buf().size());
+  const int64_t partial = static_cast<int64_t>(m->last_msg_size_ + m->read_buf().size());
   if (partial == 0) {
-    m->_partial_since_us.store(0, std::memory_order_relaxed);
-  } else if (completed || m->_partial_since_us.load(std::memory_order_relaxed) == 0) {
+    m->partial_since_us_.store(0, std::memory_order_relaxed);
+  } else if (completed || m->partial_since_us_.load(std::memory_order_relaxed) == 0) {
     // A new message began in this read.
-    m->_partial_since_us.store(now_us, std::memory_order_relaxed);
+    m->partial_since_us_.store(now_us, std::memory_order_relaxed);
   }
   if (partial > max_body_size() + MAX_HEADER_ALLOWANCE) {
     WEFT_NET_WARN("close %s: %lld bytes of one message", m->description().c_str(),
@@ -120,7 +120,7 @@ bool InputMessenger::CheckReadBounds(Socket* m, bool completed, int64_t now_us, 
   // if it holds at least the average share of the holders, so the largest
   // holder always qualifies when it reads; a smaller one only stops reading
   // (its memory does not grow) until the total is back under the cap.
-  const int64_t held = static_cast<int64_t>(m->_read_buf_accounted);
+  const int64_t held = static_cast<int64_t>(m->read_buf_accounted_);
   const int64_t holders = g_read_buf_holders.load(std::memory_order_relaxed);
   if (held > 0 && held * holders >= total) {
     WEFT_NET_WARN("close %s: read buffers hold %lld bytes, it holds %lld", m->description().c_str(),
@@ -138,7 +138,7 @@ bool InputMessenger::CheckReadBounds(Socket* m, bool completed, int64_t now_us, 
 
 bool InputMessenger::TooManyInFlight(const Socket* m, int64_t cap) {
   // seq_cst: the load of PauseReading's protocol (see there).
-  return m->_nmsg_in_flight.load(std::memory_order_seq_cst) >= cap;
+  return m->nmsg_in_flight_.load(std::memory_order_seq_cst) >= cap;
 }
 
 bool InputMessenger::OutputOvercrowded(const Socket* m, int64_t limit) {
@@ -153,22 +153,22 @@ bool InputMessenger::PauseReading(Socket* m, bool (*must_wait)(const Socket*, in
                                   int64_t arg) {
   while (must_wait(m, arg)) {
     if (m->Failed()) return false;
-    // Lost wake-ups: the butex value is read before _reader_waiting is set
-    // (seq_cst), and the condition (_nmsg_in_flight, seq_cst) re-read after.
-    // A finishing message decrements _nmsg_in_flight (seq_cst) and then
-    // reads _reader_waiting (seq_cst). In the single total order either it
+    // Lost wake-ups: the butex value is read before reader_waiting_ is set
+    // (seq_cst), and the condition (nmsg_in_flight_, seq_cst) re-read after.
+    // A finishing message decrements nmsg_in_flight_ (seq_cst) and then
+    // reads reader_waiting_ (seq_cst). In the single total order either it
     // sees the flag, and its butex increment comes after our read of the
     // value, so butex_wait returns at once; or our re-read sees its
     // decrement. Conditions nobody signals are re-checked each PAUSE_POLL_MS.
-    const int expected = m->_read_butex->load(std::memory_order_relaxed);
-    m->_reader_waiting.store(true, std::memory_order_seq_cst);
+    const int expected = m->read_butex_->load(std::memory_order_relaxed);
+    m->reader_waiting_.store(true, std::memory_order_seq_cst);
     if (!must_wait(m, arg)) {
-      m->_reader_waiting.store(false, std::memory_order_relaxed);
+      m->reader_waiting_.store(false, std::memory_order_relaxed);
       break;
     }
     const timespec abstime = realtime_after_ms(PAUSE_POLL_MS);
-    butex_wait(m->_read_butex, expected, &abstime);
-    m->_reader_waiting.store(false, std::memory_order_relaxed);
+    butex_wait(m->read_butex_, expected, &abstime);
+    m->reader_waiting_.store(false, std::memory_order_relaxed);
   }
   return !m->Failed();
 }
@@ -194,18 +194,18 @@ int InputMessenger::AddHandler(const InputMessageHandler& handler) {
     errno = EINVAL;
     return -1;
   }
-  _handlers.push_back(handler);
+  handlers_.push_back(handler);
   return 0;
 }
 
 ParseResult InputMessenger::CutInputMessage(Socket* m, size_t* index, bool read_eof) {
   IOBuf* const source = &m->read_buf();
-  const int preferred = m->_preferred_index;
+  const int preferred = m->preferred_index_;
   if (source->empty() && !(read_eof && preferred >= 0)) {
     return ParseResult::Error(PARSE_ERROR_NOT_ENOUGH_DATA);
   }
   if (preferred >= 0) {
-    const InputMessageHandler& h = _handlers[static_cast<size_t>(preferred)];
+    const InputMessageHandler& h = handlers_[static_cast<size_t>(preferred)];
     ParseResult r = h.parse(source, m, read_eof, h.arg);
     if (r.is_ok() || r.error() != PARSE_ERROR_TRY_OTHERS) {
       *index = static_cast<size_t>(preferred);
@@ -214,15 +214,15 @@ ParseResult InputMessenger::CutInputMessage(Socket* m, size_t* index, bool read_
     // The connection changed protocol: try the others.
   }
   if (source->empty()) return ParseResult::Error(PARSE_ERROR_NOT_ENOUGH_DATA);
-  for (size_t i = 0; i < _handlers.size(); ++i) {
+  for (size_t i = 0; i < handlers_.size(); ++i) {
     if (static_cast<int>(i) == preferred) continue;
-    const InputMessageHandler& h = _handlers[i];
+    const InputMessageHandler& h = handlers_[i];
     ParseResult r = h.parse(source, m, read_eof, h.arg);
     if (r.error() == PARSE_ERROR_TRY_OTHERS) continue;
     *index = i;
     // A protocol that claims the bytes (even needing more of them) owns the
     // connection from now on.
-    m->_preferred_index = static_cast<int>(i);
+    m->preferred_index_ = static_cast<int>(i);
     return r;
   }
   return ParseResult::Error(PARSE_ERROR_TRY_OTHERS);
@@ -234,12 +234,12 @@ void* InputMessenger::ProcessInputMessage(void* arg) {
   // before returning.
   SocketUniquePtr s;
   msg->socket()->ReAddress(&s);
-  msg->_process(msg);
+  msg->process_(msg);
   // seq_cst on both: PauseReading's protocol (see there).
-  s->_nmsg_in_flight.fetch_sub(1, std::memory_order_seq_cst);
-  if (s->_reader_waiting.load(std::memory_order_seq_cst)) {
-    s->_read_butex->fetch_add(1, std::memory_order_relaxed);
-    butex_wake(s->_read_butex);
+  s->nmsg_in_flight_.fetch_sub(1, std::memory_order_seq_cst);
+  if (s->reader_waiting_.load(std::memory_order_seq_cst)) {
+    s->read_butex_->fetch_add(1, std::memory_order_relaxed);
+    butex_wake(s->read_butex_);
   }
   // The postponed EOF goes when the message is destroyed (Destroy), which
   // an asynchronous handler does after it has answered.
@@ -249,14 +249,14 @@ void* InputMessenger::ProcessInputMessage(void* arg) {
 void InputMessenger::ReleaseEOF(Socket* s) { s->CheckEOF(); }
 
 void InputMessageBase::Destroy() {
-  if (!holds_eof_ || _socket == nullptr) {
+  if (!holds_eof_ || socket_ == nullptr) {
     DestroyImpl();
     return;
   }
   // Our own reference: DestroyImpl frees the message and its reference,
   // and the graceful close must come after (the reply the handler wrote is
   // queued by now, so the close flushes it).
-  SocketUniquePtr s = std::move(_socket);
+  SocketUniquePtr s = std::move(socket_);
   DestroyImpl();
   InputMessenger::ReleaseEOF(s.get());
 }
@@ -275,7 +275,7 @@ void InputMessenger::QueueMessage(InputMessageBase* msg, int* num_fibers) {
 
 void InputMessenger::OnNewMessages(Socket* m) {
   InputMessenger* const messenger = dynamic_cast<InputMessenger*>(m->user());
-  if (messenger == nullptr || messenger->_handlers.empty()) {
+  if (messenger == nullptr || messenger->handlers_.empty()) {
     m->SetFailed(EINVAL, "%s: its user is not an InputMessenger with protocols",
                  m->description().c_str());
     return;
@@ -312,7 +312,7 @@ void InputMessenger::OnNewMessages(Socket* m) {
       if (!PauseReading(m, OverReadBudget, load_flag(FLAGS_weft_max_read_buffer_bytes))) break;
       over_budget = false;
     }
-    size_t once_read = m->_avg_msg_size * 16;
+    size_t once_read = m->avg_msg_size_ * 16;
     if (once_read < MIN_ONCE_READ) once_read = MIN_ONCE_READ;
     if (once_read > MAX_ONCE_READ) once_read = MAX_ONCE_READ;
     // Bytes alone are not activity: complete messages are (below).
@@ -343,7 +343,7 @@ void InputMessenger::OnNewMessages(Socket* m) {
       if (!pr.is_ok()) {
         if (pr.error() == PARSE_ERROR_NOT_ENOUGH_DATA) {
           // Some protocols consume bytes without completing a message.
-          m->_last_msg_size += last_size - m->read_buf().size();
+          m->last_msg_size_ += last_size - m->read_buf().size();
           break;
         }
         WEFT_NET_WARN("close %s: %s", m->description().c_str(), pr.error_str());
@@ -358,31 +358,31 @@ void InputMessenger::OnNewMessages(Socket* m) {
         // bug of the protocol, not of the peer, but only this connection
         // pays for it.
         WEFT_NET_WARN("close %s: protocol %s returned a message but consumed nothing",
-                      m->description().c_str(), messenger->_handlers[index].name);
+                      m->description().c_str(), messenger->handlers_[index].name);
         m->SetFailed(EPROTO, "close %s: parse of protocol %s returned ok but consumed nothing",
-                     m->description().c_str(), messenger->_handlers[index].name);
+                     m->description().c_str(), messenger->handlers_[index].name);
         if (pr.message() != nullptr) pr.message()->Destroy();
         failed = true;
         break;
       }
       completed = true;
       // Moving average of message sizes, for the next read's size.
-      m->_last_msg_size += last_size - cur_size;
+      m->last_msg_size_ += last_size - cur_size;
       last_size = cur_size;
-      m->_avg_msg_size =
-          m->_avg_msg_size == 0
-              ? m->_last_msg_size
-              : (m->_avg_msg_size * (MSG_SIZE_WINDOW - 1) + m->_last_msg_size) / MSG_SIZE_WINDOW;
-      m->_last_msg_size = 0;
+      m->avg_msg_size_ =
+          m->avg_msg_size_ == 0
+              ? m->last_msg_size_
+              : (m->avg_msg_size_ * (MSG_SIZE_WINDOW - 1) + m->last_msg_size_) / MSG_SIZE_WINDOW;
+      m->last_msg_size_ = 0;
 
       InputMessageBase* const msg = pr.message();
       if (msg == nullptr) continue;  // nothing to run (e.g. a keep-alive)
-      const InputMessageHandler& h = messenger->_handlers[index];
-      msg->_received_us = received_us;
-      msg->_process = h.process;
-      msg->_arg = h.arg;
-      m->ReAddress(&msg->_socket);
-      if (h.verify != nullptr && !m->_verified) {
+      const InputMessageHandler& h = messenger->handlers_[index];
+      msg->received_us_ = received_us;
+      msg->process_ = h.process;
+      msg->arg_ = h.arg;
+      m->ReAddress(&msg->socket_);
+      if (h.verify != nullptr && !m->verified_) {
         // Only this fiber reads the socket, so the first message is
         // verified here once, before anything of the connection runs.
         if (!h.verify(msg)) {
@@ -392,12 +392,12 @@ void InputMessenger::OnNewMessages(Socket* m) {
           failed = true;
           break;
         }
-        m->_verified = true;
+        m->verified_ = true;
       }
       // At the cap, stop cutting (and so reading) until some finish. The
       // kept message is released first: it counts as in flight.
       const int cap = load_flag(FLAGS_weft_max_messages_in_flight_per_connection);
-      if (cap > 0 && m->_nmsg_in_flight.load(std::memory_order_relaxed) >= cap) {
+      if (cap > 0 && m->nmsg_in_flight_.load(std::memory_order_relaxed) >= cap) {
         release_pending();
         if (!PauseReading(m, TooManyInFlight, cap)) {
           msg->Destroy();
@@ -406,7 +406,7 @@ void InputMessenger::OnNewMessages(Socket* m) {
         }
       }
       // Only this fiber increments; finishing messages decrement.
-      m->_nmsg_in_flight.fetch_add(1, std::memory_order_relaxed);
+      m->nmsg_in_flight_.fetch_add(1, std::memory_order_relaxed);
       // The message keeps the connection's EOF pending until it has run.
       m->PostponeEOF();
       msg->holds_eof_ = true;
@@ -414,7 +414,7 @@ void InputMessenger::OnNewMessages(Socket* m) {
       last_msg = msg;
     }
     // The idle timer moves on complete messages only.
-    if (completed) m->_last_read_us.store(coarse_now_us, std::memory_order_relaxed);
+    if (completed) m->last_read_us_.store(coarse_now_us, std::memory_order_relaxed);
     if (!failed && !read_eof && !CheckReadBounds(m, completed, coarse_now_us, &over_budget)) {
       failed = true;
     }

@@ -13,7 +13,7 @@ struct NetMetrics {
   // Times KeepWrite waited for the fd to become writable.
   Counter nwaitepollout{"weft_nwaitepollout"};
   // Reading fibers started by StartInputEvent (at most one per socket at a
-  // time; events arriving while one runs only bump _nevent).
+  // time; events arriving while one runs only bump nevent_).
   Counter neventthread{"weft_neventthread"};
 };
 

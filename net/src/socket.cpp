@@ -49,13 +49,13 @@ std::atomic<int64_t> g_live_sockets{0};
 void SocketDeleter::operator()(Socket* s) const { s->Dereference(); }
 
 Socket::Socket()
-    : _epollout_butex(butex_create_checked<std::atomic<int>>()),
-      _read_butex(butex_create_checked<std::atomic<int>>()) {}
+    : epollout_butex_(butex_create_checked<std::atomic<int>>()),
+      read_butex_(butex_create_checked<std::atomic<int>>()) {}
 
 // Never runs: pool objects live for the whole process.
 Socket::~Socket() {
-  butex_destroy(_epollout_butex);
-  butex_destroy(_read_butex);
+  butex_destroy(epollout_butex_);
+  butex_destroy(read_butex_);
 }
 
 int64_t Socket::live_count() { return g_live_sockets.load(std::memory_order_relaxed); }
@@ -63,14 +63,14 @@ int64_t Socket::live_count() { return g_live_sockets.load(std::memory_order_rela
 int Socket::Create(const SocketOptions& options, SocketId* id) {
   const uint32_t slot = socket_pool().alloc();
   Socket* const m = slot == net_internal::SocketPool::kInvalid ? nullptr : socket_pool().at(slot);
-  if (m != nullptr && m->_epollout_butex == nullptr) {
+  if (m != nullptr && m->epollout_butex_ == nullptr) {
     // The pool built this slot when butex_create failed: try again.
-    m->_epollout_butex = butex_create_checked<std::atomic<int>>();
+    m->epollout_butex_ = butex_create_checked<std::atomic<int>>();
   }
-  if (m != nullptr && m->_read_butex == nullptr) {
-    m->_read_butex = butex_create_checked<std::atomic<int>>();
+  if (m != nullptr && m->read_butex_ == nullptr) {
+    m->read_butex_ = butex_create_checked<std::atomic<int>>();
   }
-  if (m == nullptr || m->_epollout_butex == nullptr || m->_read_butex == nullptr) {
+  if (m == nullptr || m->epollout_butex_ == nullptr || m->read_butex_ == nullptr) {
     if (m != nullptr) socket_pool().free(slot);
     if (options.fd >= 0) close(options.fd);
     *id = INVALID_SOCKET_ID;
@@ -80,54 +80,54 @@ int Socket::Create(const SocketOptions& options, SocketId* id) {
   // The slot is free: its version is even and its reference count is 0,
   // except for a stale Address() that is about to undo its increment, which
   // is why the reference below is added, not stored.
-  const uint32_t version = version_of_vref(m->_versioned_ref.load(std::memory_order_relaxed));
-  m->_this_id = make_socket_id(version, slot);
-  m->_remote_side = options.remote_side;
-  m->_local_side = EndPoint();
-  m->_user = options.user;
-  m->_on_edge_triggered_events = options.on_edge_triggered_events;
-  m->_app_connect = options.app_connect;
-  m->_keytable_pool = options.keytable_pool;
-  m->_connect_timeout_ms = options.connect_timeout_ms;
-  m->_connect_id.store(INVALID_SOCKET_ID, std::memory_order_relaxed);
-  m->_nevent.store(0, std::memory_order_relaxed);
-  m->_error_code.store(0, std::memory_order_relaxed);
-  m->_close_error_code.store(0, std::memory_order_relaxed);
-  m->_close_timer = 0;
+  const uint32_t version = version_of_vref(m->versioned_ref_.load(std::memory_order_relaxed));
+  m->this_id_ = make_socket_id(version, slot);
+  m->remote_side_ = options.remote_side;
+  m->local_side_ = EndPoint();
+  m->user_ = options.user;
+  m->on_edge_triggered_events_ = options.on_edge_triggered_events;
+  m->app_connect_ = options.app_connect;
+  m->keytable_pool_ = options.keytable_pool;
+  m->connect_timeout_ms_ = options.connect_timeout_ms;
+  m->connect_id_.store(INVALID_SOCKET_ID, std::memory_order_relaxed);
+  m->nevent_.store(0, std::memory_order_relaxed);
+  m->error_code_.store(0, std::memory_order_relaxed);
+  m->close_error_code_.store(0, std::memory_order_relaxed);
+  m->close_timer_ = 0;
   {
-    std::lock_guard<std::mutex> guard(m->_written_ids_mu);
-    m->_written_ids.clear();
-    m->_written_ids_failed = false;
+    std::lock_guard<std::mutex> guard(m->written_ids_mu_);
+    m->written_ids_.clear();
+    m->written_ids_failed_ = false;
   }
   {
-    std::lock_guard<std::mutex> guard(m->_error_mu);
-    m->_error_text.clear();
+    std::lock_guard<std::mutex> guard(m->error_mu_);
+    m->error_text_.clear();
   }
-  m->_avg_msg_size = 0;
-  m->_last_msg_size = 0;
-  m->_preferred_index = -1;
-  m->_verified = false;
-  m->_ninprocess.store(1, std::memory_order_relaxed);
-  m->_eof_seen.store(false, std::memory_order_relaxed);
-  m->_read_buf_accounted = 0;
-  m->_partial_since_us.store(0, std::memory_order_relaxed);
-  m->_nmsg_in_flight.store(0, std::memory_order_relaxed);
-  m->_reader_waiting.store(false, std::memory_order_relaxed);
-  m->_in_bytes.store(0, std::memory_order_relaxed);
-  m->_out_bytes.store(0, std::memory_order_relaxed);
+  m->avg_msg_size_ = 0;
+  m->last_msg_size_ = 0;
+  m->preferred_index_ = -1;
+  m->verified_ = false;
+  m->ninprocess_.store(1, std::memory_order_relaxed);
+  m->eof_seen_.store(false, std::memory_order_relaxed);
+  m->read_buf_accounted_ = 0;
+  m->partial_since_us_.store(0, std::memory_order_relaxed);
+  m->nmsg_in_flight_.store(0, std::memory_order_relaxed);
+  m->reader_waiting_.store(false, std::memory_order_relaxed);
+  m->in_bytes_.store(0, std::memory_order_relaxed);
+  m->out_bytes_.store(0, std::memory_order_relaxed);
   const int64_t now_us = base::coarse_monotonic_ns() / 1000;
-  m->_last_read_us.store(now_us, std::memory_order_relaxed);
-  m->_last_write_us.store(now_us, std::memory_order_relaxed);
+  m->last_read_us_.store(now_us, std::memory_order_relaxed);
+  m->last_write_us_.store(now_us, std::memory_order_relaxed);
   g_live_sockets.fetch_add(1, std::memory_order_relaxed);
   // The reference Create holds until SetFailed. Release publishes the fields
   // above to whoever addresses the new id (acquire in Address).
-  m->_versioned_ref.fetch_add(1, std::memory_order_release);
-  *id = m->_this_id;
+  m->versioned_ref_.fetch_add(1, std::memory_order_release);
+  *id = m->this_id_;
   // Only now may epoll report events for this id.
   if (m->ResetFileDescriptor(options.fd) != 0) {
     const int saved_errno = errno;
     m->SetFailed(saved_errno, "fail to set up fd=%d: %s", options.fd, strerror(saved_errno));
-    // ResetFileDescriptor left _fd at -1, so recycling will not close it.
+    // ResetFileDescriptor left fd_ at -1, so recycling will not close it.
     close(options.fd);
     errno = saved_errno;
     return -1;
@@ -137,13 +137,13 @@ int Socket::Create(const SocketOptions& options, SocketId* id) {
 
 int Socket::ResetFileDescriptor(int fd) {
   if (fd < 0) {
-    _fd.store(-1, std::memory_order_release);
+    fd_.store(-1, std::memory_order_release);
     return 0;
   }
   if (SetUpFileDescriptor(fd) != 0) {
     const int saved_errno = errno;
     // The caller keeps ownership of fd on failure.
-    _fd.store(-1, std::memory_order_release);
+    fd_.store(-1, std::memory_order_release);
     errno = saved_errno;
     return -1;
   }
@@ -151,18 +151,18 @@ int Socket::ResetFileDescriptor(int fd) {
 }
 
 int Socket::SetUpFileDescriptor(int fd) {
-  _local_side = get_local_side(fd);
-  if (_remote_side.is_set() == false) _remote_side = get_remote_side(fd);
+  local_side_ = get_local_side(fd);
+  if (remote_side_.is_set() == false) remote_side_ = get_remote_side(fd);
   // Release: whoever sees fd() >= 0 (acquire) also sees the sides above.
   // Stored before the fd enters epoll: the reading fiber reads it.
   // seq_cst, not just release: the connect path stores the fd here and then
   // loads Failed() (seq_cst), while SetFailed moves the version (seq_cst)
-  // and then loads _fd (seq_cst). In the single total order of these four,
+  // and then loads fd_ (seq_cst). In the single total order of these four,
   // at least one side sees the other's store, so a socket failed while
   // adopting its fd either finds the fd in SetFailed (and shuts it down) or
   // is seen failed by the connect path (which shuts it down). With
   // release/acquire both loads could miss (store-buffering).
-  _fd.store(fd, std::memory_order_seq_cst);
+  fd_.store(fd, std::memory_order_seq_cst);
   const int fd_flags = fcntl(fd, F_GETFD);
   if (fd_flags < 0 || fcntl(fd, F_SETFD, fd_flags | FD_CLOEXEC) != 0) return -1;
   const int fl_flags = fcntl(fd, F_GETFL);
@@ -182,7 +182,7 @@ int Socket::SetUpFileDescriptor(int fd) {
       WEFT_NET_WARN("fail to set SO_RCVBUF of fd=%d to %d: %s", fd, size, strerror(errno));
     }
   }
-  if (_on_edge_triggered_events != nullptr) {
+  if (on_edge_triggered_events_ != nullptr) {
     if (GetGlobalEventDispatcher(fd).AddConsumer(id(), fd) != 0) {
       return -1;
     }
@@ -195,7 +195,7 @@ int Socket::AddressImpl(SocketId id, bool failed_too, SocketUniquePtr* ptr) {
   if (m == nullptr) return -1;
   // Acquire pairs with the release in Create: a matching version means the
   // fields were set up for this id.
-  const uint64_t vref1 = m->_versioned_ref.fetch_add(1, std::memory_order_acquire);
+  const uint64_t vref1 = m->versioned_ref_.fetch_add(1, std::memory_order_acquire);
   const uint32_t ver1 = version_of_vref(vref1);
   if (ver1 == version_of_id(id)) {
     ptr->reset(m);
@@ -219,12 +219,12 @@ void Socket::UndoAddress(uint32_t ver1) {
   // The slot's version did not match: drop the reference we added. If it
   // was the last reference to a failed socket (odd version, the one we saw
   // or the one right after it), recycling falls to us.
-  const uint64_t vref2 = _versioned_ref.fetch_sub(1, std::memory_order_acq_rel);
+  const uint64_t vref2 = versioned_ref_.fetch_sub(1, std::memory_order_acq_rel);
   if (nref_of_vref(vref2) != 1) return;
   const uint32_t ver2 = version_of_vref(vref2);
   if ((ver2 & 1) != 0 && (ver1 == ver2 || ver1 + 1 == ver2)) {
     uint64_t expected = vref2 - 1;
-    if (_versioned_ref.compare_exchange_strong(expected, make_vref(ver2 + 1, 0),
+    if (versioned_ref_.compare_exchange_strong(expected, make_vref(ver2 + 1, 0),
                                                std::memory_order_acquire)) {
       OnRecycle();
     }
@@ -233,15 +233,15 @@ void Socket::UndoAddress(uint32_t ver1) {
 
 void Socket::ReAddress(SocketUniquePtr* ptr) {
   // The caller holds a reference, so the socket cannot recycle meanwhile.
-  _versioned_ref.fetch_add(1, std::memory_order_relaxed);
+  versioned_ref_.fetch_add(1, std::memory_order_relaxed);
   ptr->reset(this);
 }
 
 int Socket::Dereference() {
   // Read before dropping our reference: afterwards the slot may be reused.
-  const SocketId id = _this_id;
+  const SocketId id = this_id_;
   // Release: our writes to the socket happen before whoever recycles it.
-  const uint64_t vref = _versioned_ref.fetch_sub(1, std::memory_order_acq_rel);
+  const uint64_t vref = versioned_ref_.fetch_sub(1, std::memory_order_acq_rel);
   const uint32_t nref = nref_of_vref(vref);
   if (nref > 1) return 0;
   if (nref == 1) {
@@ -251,7 +251,7 @@ int Socket::Dereference() {
       // Fails if someone addressed the socket in between; their release will
       // see the count reach zero and recycle instead.
       uint64_t expected = vref - 1;
-      if (_versioned_ref.compare_exchange_strong(expected, make_vref(id_ver + 2, 0),
+      if (versioned_ref_.compare_exchange_strong(expected, make_vref(id_ver + 2, 0),
                                                  std::memory_order_acquire)) {
         OnRecycle();
         return 1;
@@ -268,40 +268,40 @@ int Socket::Dereference() {
 }
 
 void Socket::OnRecycle() {
-  if (_app_connect) _app_connect->StopConnect(this);
-  _app_connect.reset();
-  const int prev_fd = _fd.exchange(-1, std::memory_order_relaxed);
+  if (app_connect_) app_connect_->StopConnect(this);
+  app_connect_.reset();
+  const int prev_fd = fd_.exchange(-1, std::memory_order_relaxed);
   if (prev_fd >= 0) {
-    if (_on_edge_triggered_events != nullptr)
+    if (on_edge_triggered_events_ != nullptr)
       GetGlobalEventDispatcher(prev_fd).RemoveConsumer(prev_fd);
     close(prev_fd);
   }
   ReleaseReadBufferBudget();
-  _read_buf.clear();
-  _nevent.store(0, std::memory_order_relaxed);
-  _on_edge_triggered_events = nullptr;
-  _keytable_pool = nullptr;
+  read_buf_.clear();
+  nevent_.store(0, std::memory_order_relaxed);
+  on_edge_triggered_events_ = nullptr;
+  keytable_pool_ = nullptr;
   // Every accepted write was either written or failed before the last
   // reference went (KeepWrite and the writers hold references).
-  if (_write_head.load(std::memory_order_relaxed) != nullptr) {
+  if (write_head_.load(std::memory_order_relaxed) != nullptr) {
     fprintf(stderr, "weft net: socket recycled with queued writes\n");
     abort();
   }
-  _unwritten_bytes.store(0, std::memory_order_relaxed);
+  unwritten_bytes_.store(0, std::memory_order_relaxed);
   // The flush bound may still be armed (the flush ended first): its
   // callback addresses the socket by id, so a late one finds nothing, but
   // there is no need to keep it.
-  if (_close_timer != 0) {
-    bthread_timer_del(_close_timer);
-    _close_timer = 0;
+  if (close_timer_ != 0) {
+    bthread_timer_del(close_timer_);
+    close_timer_ = 0;
   }
   {
-    std::lock_guard<std::mutex> guard(_written_ids_mu);
-    _written_ids.clear();
+    std::lock_guard<std::mutex> guard(written_ids_mu_);
+    written_ids_.clear();
   }
-  SocketUser* const user = _user;
-  _user = nullptr;
-  const uint32_t slot = slot_of_id(_this_id);
+  SocketUser* const user = user_;
+  user_ = nullptr;
+  const uint32_t slot = slot_of_id(this_id_);
   g_live_sockets.fetch_sub(1, std::memory_order_relaxed);
   if (user != nullptr) user->BeforeRecycle(this);
   socket_pool().free(slot);
@@ -310,20 +310,20 @@ void Socket::OnRecycle() {
 void Socket::StoreErrorText(const char* fmt, va_list ap) {
   char text[256];
   vsnprintf(text, sizeof(text), fmt, ap);
-  std::lock_guard<std::mutex> guard(_error_mu);
-  _error_text = text;
+  std::lock_guard<std::mutex> guard(error_mu_);
+  error_text_ = text;
 }
 
 int Socket::SetFailed(int error_code, const char* fmt, ...) {
   if (error_code == 0) error_code = EFAILEDSOCKET;
-  const uint32_t id_ver = version_of_id(_this_id);
-  // Claim the failure on _error_code first (one winner), so the code and
+  const uint32_t id_ver = version_of_id(this_id_);
+  // Claim the failure on error_code_ first (one winner), so the code and
   // text are in place before the version says "failed": the version CAS
   // below is a release and Failed() an acquire, so whoever sees the socket
   // failed reads its real error, never the EFAILEDSOCKET placeholder.
   {
     int expected = 0;
-    if (!_error_code.compare_exchange_strong(expected, error_code, std::memory_order_relaxed)) {
+    if (!error_code_.compare_exchange_strong(expected, error_code, std::memory_order_relaxed)) {
       return -1;
     }
   }
@@ -333,14 +333,14 @@ int Socket::SetFailed(int error_code, const char* fmt, ...) {
     StoreErrorText(fmt, ap);
     va_end(ap);
   }
-  uint64_t vref = _versioned_ref.load(std::memory_order_relaxed);
+  uint64_t vref = versioned_ref_.load(std::memory_order_relaxed);
   for (;;) {
     if (version_of_vref(vref) != id_ver) return -1;
     // Only one caller moves the version from id_ver to id_ver + 1.
     // seq_cst (a release at least, for the error code above): pairs with
-    // the _fd store / Failed() load of the connect path, see
+    // the fd_ store / Failed() load of the connect path, see
     // SetUpFileDescriptor.
-    if (_versioned_ref.compare_exchange_strong(vref, make_vref(id_ver + 1, nref_of_vref(vref)),
+    if (versioned_ref_.compare_exchange_strong(vref, make_vref(id_ver + 1, nref_of_vref(vref)),
                                                std::memory_order_seq_cst,
                                                std::memory_order_relaxed)) {
       break;
@@ -350,7 +350,7 @@ int Socket::SetFailed(int error_code, const char* fmt, ...) {
   // number itself stays ours (no reuse) until recycling closes it. Writers
   // still inside writev get EPIPE; the reading fiber reads EOF. seq_cst:
   // see the version CAS above.
-  const int fd = _fd.load(std::memory_order_seq_cst);
+  const int fd = fd_.load(std::memory_order_seq_cst);
   if (fd >= 0) shutdown(fd, SHUT_RDWR);
   // Calls whose requests went out and are waiting for replies hear it now.
   ErrorWrittenIds(error_code);
@@ -358,7 +358,7 @@ int Socket::SetFailed(int error_code, const char* fmt, ...) {
   // completes or times out: failing its temporary socket runs the connect
   // callback with ECANCELED, which fails every queued request with this
   // socket's error. A no-op once the connect finished.
-  const SocketId connect_id = _connect_id.exchange(INVALID_SOCKET_ID, std::memory_order_acq_rel);
+  const SocketId connect_id = connect_id_.exchange(INVALID_SOCKET_ID, std::memory_order_acq_rel);
   if (connect_id != INVALID_SOCKET_ID) {
     SocketUniquePtr temp;
     if (Address(connect_id, &temp) == 0) {
@@ -369,8 +369,8 @@ int Socket::SetFailed(int error_code, const char* fmt, ...) {
   // Wake KeepWrite (and anyone in WaitEpollOut): it re-checks and fails its
   // queued requests. The increment makes a waiter that has read the old
   // value but not yet slept return at once.
-  _epollout_butex->fetch_add(1, std::memory_order_release);
-  butex_wake_all(_epollout_butex);
+  epollout_butex_->fetch_add(1, std::memory_order_release);
+  butex_wake_all(epollout_butex_);
   // Drop the reference Create took.
   Dereference();
   return 0;
@@ -385,7 +385,7 @@ int Socket::CloseGracefully(int error_code, const char* fmt, ...) {
     // One close wins; Write refuses from the moment it reads the code
     // (acquire pairs with this release).
     int expected = 0;
-    if (!_close_error_code.compare_exchange_strong(expected, error_code, std::memory_order_acq_rel,
+    if (!close_error_code_.compare_exchange_strong(expected, error_code, std::memory_order_acq_rel,
                                                    std::memory_order_relaxed)) {
       return -1;
     }
@@ -402,12 +402,12 @@ int Socket::CloseGracefully(int error_code, const char* fmt, ...) {
   if (flush_ms <= 0) return SetFailed(error_code, nullptr) == 0 ? 0 : -1;
   // The bound: past it OnCloseFlushTimeout aborts whatever is left. Armed
   // before the close request is pushed, so the flush cannot end (and the
-  // socket recycle) before _close_timer is set: our caller's reference
+  // socket recycle) before close_timer_ is set: our caller's reference
   // keeps the socket alive through this call.
   const timespec due = base::ns_to_timespec(base::realtime_ns() + flush_ms * 1000000LL);
-  if (bthread_timer_add(&_close_timer, due, OnCloseFlushTimeout,
-                        reinterpret_cast<void*>(_this_id)) != 0) {
-    _close_timer = 0;
+  if (bthread_timer_add(&close_timer_, due, OnCloseFlushTimeout,
+                        reinterpret_cast<void*>(this_id_)) != 0) {
+    close_timer_ = 0;
     WEFT_NET_WARN("fail to arm the close flush timer of %s; flushing unbounded",
                   description().c_str());
   }
@@ -433,7 +433,7 @@ void Socket::OnCloseFlushTimeout(void* arg) {
     SocketUniquePtr s;
     // Fails (nothing to do) once the flush ended and the socket failed.
     if (Socket::Address(reinterpret_cast<SocketId>(id_arg), &s) != 0) return nullptr;
-    s->SetFailed(s->_close_error_code.load(std::memory_order_acquire),
+    s->SetFailed(s->close_error_code_.load(std::memory_order_acquire),
                  "%s: queued writes not flushed within --weft_socket_close_flush_ms=%d",
                  s->description().c_str(), FLAGS_weft_socket_close_flush_ms);
     return nullptr;
@@ -444,9 +444,9 @@ void Socket::OnCloseFlushTimeout(void* arg) {
 
 void Socket::KeepWrittenId(bthread_id_t id) {
   {
-    std::lock_guard<std::mutex> guard(_written_ids_mu);
-    if (!_written_ids_failed) {
-      _written_ids.insert(id.value);
+    std::lock_guard<std::mutex> guard(written_ids_mu_);
+    if (!written_ids_failed_) {
+      written_ids_.insert(id.value);
       return;
     }
   }
@@ -457,21 +457,21 @@ void Socket::KeepWrittenId(bthread_id_t id) {
 }
 
 void Socket::ForgetWrittenId(bthread_id_t id) {
-  std::lock_guard<std::mutex> guard(_written_ids_mu);
-  _written_ids.erase(id.value);
+  std::lock_guard<std::mutex> guard(written_ids_mu_);
+  written_ids_.erase(id.value);
 }
 
 size_t Socket::written_id_count() const {
-  std::lock_guard<std::mutex> guard(_written_ids_mu);
-  return _written_ids.size();
+  std::lock_guard<std::mutex> guard(written_ids_mu_);
+  return written_ids_.size();
 }
 
 void Socket::ErrorWrittenIds(int error_code) {
   std::unordered_set<uint64_t> ids;
   {
-    std::lock_guard<std::mutex> guard(_written_ids_mu);
-    _written_ids_failed = true;
-    ids.swap(_written_ids);
+    std::lock_guard<std::mutex> guard(written_ids_mu_);
+    written_ids_failed_ = true;
+    ids.swap(written_ids_);
   }
   // Handlers run outside the lock (they may call ForgetWrittenId). An id
   // whose call already ended is destroyed: bthread_id_error answers EINVAL.
@@ -487,29 +487,29 @@ int Socket::SetFailed(SocketId id) {
 bool Socket::Failed() const {
   // seq_cst (acquire at least): the connect path's check after adopting the
   // fd relies on it, see SetUpFileDescriptor. Costs an acquire on x86/ARM.
-  return version_of_vref(_versioned_ref.load(std::memory_order_seq_cst)) != version_of_id(_this_id);
+  return version_of_vref(versioned_ref_.load(std::memory_order_seq_cst)) != version_of_id(this_id_);
 }
 
 int Socket::non_zero_error_code() const {
-  const int ec = _error_code.load(std::memory_order_acquire);
+  const int ec = error_code_.load(std::memory_order_acquire);
   return ec != 0 ? ec : EFAILEDSOCKET;
 }
 
 std::string Socket::error_text() const {
-  std::lock_guard<std::mutex> guard(_error_mu);
-  return _error_text;
+  std::lock_guard<std::mutex> guard(error_mu_);
+  return error_text_;
 }
 
 std::string Socket::description() const {
-  std::string out = "Socket{id=" + std::to_string(_this_id) + " fd=" + std::to_string(fd());
-  if (_remote_side.is_set()) out += " remote=" + _remote_side.to_string();
+  std::string out = "Socket{id=" + std::to_string(this_id_) + " fd=" + std::to_string(fd());
+  if (remote_side_.is_set()) out += " remote=" + remote_side_.to_string();
   out += "}";
   return out;
 }
 
 int64_t Socket::last_active_us() const {
-  const int64_t r = _last_read_us.load(std::memory_order_relaxed);
-  const int64_t w = _last_write_us.load(std::memory_order_relaxed);
+  const int64_t r = last_read_us_.load(std::memory_order_relaxed);
+  const int64_t w = last_write_us_.load(std::memory_order_relaxed);
   return r > w ? r : w;
 }
 
@@ -518,7 +518,7 @@ int64_t Socket::last_active_us() const {
 int Socket::StartInputEvent(SocketId id, uint32_t events, const bthread_attr_t& thread_attr) {
   SocketUniquePtr s;
   if (Address(id, &s) != 0) return -1;
-  if (s->_on_edge_triggered_events == nullptr) {
+  if (s->on_edge_triggered_events_ == nullptr) {
     // Error events of an fd registered only for EPOLLOUT (connecting).
     return 0;
   }
@@ -530,10 +530,10 @@ int Socket::StartInputEvent(SocketId id, uint32_t events, const bthread_attr_t& 
   // everything (data, EOF, errors) from read(). acq_rel: the reading fiber's
   // last MoreReadEvents (release) happens before we see 0 here, and our
   // increment is visible to its CAS.
-  if (s->_nevent.fetch_add(1, std::memory_order_acq_rel) == 0) {
+  if (s->nevent_.fetch_add(1, std::memory_order_acq_rel) == 0) {
     net_internal::net_metrics().neventthread << 1;
     bthread_attr_t attr = thread_attr;
-    attr.keytable_pool = s->_keytable_pool;
+    attr.keytable_pool = s->keytable_pool_;
     // The reference moves to the fiber.
     Socket* const p = s.release();
     // Urgent: run the reader on this worker now, while the data is hot; the
@@ -549,7 +549,7 @@ int Socket::StartInputEvent(SocketId id, uint32_t events, const bthread_attr_t& 
 
 void* Socket::ProcessEvent(void* arg) {
   SocketUniquePtr s(static_cast<Socket*>(arg));
-  s->_on_edge_triggered_events(s.get());
+  s->on_edge_triggered_events_(s.get());
   return nullptr;
 }
 
@@ -558,16 +558,16 @@ bool Socket::MoreReadEvents(int* progress) {
   // must read again. On success the count is 0 and the next event starts a
   // new reading fiber. Release: our reads of the fd happen before that
   // fiber's (acquire in StartInputEvent's fetch_add).
-  return !_nevent.compare_exchange_strong(*progress, 0, std::memory_order_release,
+  return !nevent_.compare_exchange_strong(*progress, 0, std::memory_order_release,
                                           std::memory_order_acquire);
 }
 
 ssize_t Socket::DoRead(size_t size_hint, bool bytes_are_activity) {
-  const ssize_t nr = _read_buf.append_from_file_descriptor(fd(), size_hint);
+  const ssize_t nr = read_buf_.append_from_file_descriptor(fd(), size_hint);
   if (nr > 0) {
-    _in_bytes.fetch_add(nr, std::memory_order_relaxed);
+    in_bytes_.fetch_add(nr, std::memory_order_relaxed);
     if (bytes_are_activity) {
-      _last_read_us.store(base::coarse_monotonic_ns() / 1000, std::memory_order_relaxed);
+      last_read_us_.store(base::coarse_monotonic_ns() / 1000, std::memory_order_relaxed);
     }
   }
   return nr;
@@ -577,13 +577,13 @@ void Socket::CheckEOF() {
   // acq_rel: the last message's effects happen before the failure.
   // Graceful: the replies of the messages that ran are flushed before the
   // connection closes (a peer that half-closed still reads them).
-  if (_ninprocess.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+  if (ninprocess_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
     CloseGracefully(EEOF, "%s was closed by the peer", description().c_str());
   }
 }
 
 void Socket::SetEOF() {
-  if (!_eof_seen.exchange(true, std::memory_order_acq_rel)) CheckEOF();
+  if (!eof_seen_.exchange(true, std::memory_order_acq_rel)) CheckEOF();
 }
 
 int Socket::HandleEpollOut(SocketId id) {
@@ -593,8 +593,8 @@ int Socket::HandleEpollOut(SocketId id) {
   if (AddressFailedAsWell(id, &s) < 0) return -1;
   EpollOutRequest* const req = net_internal::as_epollout_request(s->user());
   if (req != nullptr) return s->HandleEpollOutRequest(0, req);
-  s->_epollout_butex->fetch_add(1, std::memory_order_release);
-  butex_wake_except(s->_epollout_butex, 0);
+  s->epollout_butex_->fetch_add(1, std::memory_order_release);
+  butex_wake_except(s->epollout_butex_, 0);
   return 0;
 }
 
@@ -605,10 +605,10 @@ int Socket::WaitEpollOut(int fd, bool pollin, const timespec* abstime) {
   }
   // Read before registering: an event after this point bumps the word and
   // the wait below returns at once.
-  const int expected = _epollout_butex->load(std::memory_order_acquire);
+  const int expected = epollout_butex_->load(std::memory_order_acquire);
   EventDispatcher& edisp = GetGlobalEventDispatcher(fd);
   if (edisp.AddEpollOut(id(), fd, pollin) != 0) return -1;
-  int rc = butex_wait(_epollout_butex, expected, abstime);
+  int rc = butex_wait(epollout_butex_, expected, abstime);
   const int saved_errno = errno;
   if (rc < 0 && (saved_errno == EWOULDBLOCK || saved_errno == EINTR)) rc = 0;
   // May fail (the fd left epoll with its consumer at recycling, or the

@@ -126,7 +126,7 @@ int Socket::ConnectIfNot(const timespec* abstime, WriteRequest* req) {
     errno = non_zero_error_code();
     return -1;
   }
-  if (!_remote_side.is_set()) {
+  if (!remote_side_.is_set()) {
     // Neither connected nor connectable.
     errno = ENOTCONN;
     return -1;
@@ -137,8 +137,8 @@ int Socket::ConnectIfNot(const timespec* abstime, WriteRequest* req) {
   ReAddress(&s);
   req->socket = s.get();
   timespec deadline;
-  if (abstime == nullptr && _connect_timeout_ms > 0) {
-    deadline = base::ns_to_timespec(base::realtime_ns() + _connect_timeout_ms * 1000000LL);
+  if (abstime == nullptr && connect_timeout_ms_ > 0) {
+    deadline = base::ns_to_timespec(base::realtime_ns() + connect_timeout_ms_ * 1000000LL);
     abstime = &deadline;
   }
   if (Connect(abstime, KeepWriteIfConnected, req) < 0) {
@@ -150,9 +150,9 @@ int Socket::ConnectIfNot(const timespec* abstime, WriteRequest* req) {
 }
 
 int Socket::Connect(const timespec* abstime, int (*on_connect)(int, int, void*), void* data) {
-  const int sockfd = socket(_remote_side.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const int sockfd = socket(remote_side_.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (sockfd < 0) return -1;
-  if (::connect(sockfd, _remote_side.addr(), _remote_side.addr_len()) != 0 && errno != EINPROGRESS) {
+  if (::connect(sockfd, remote_side_.addr(), remote_side_.addr_len()) != 0 && errno != EINPROGRESS) {
     const int saved_errno = errno;
     close(sockfd);
     errno = saved_errno;
@@ -219,7 +219,7 @@ int Socket::Connect(const timespec* abstime, int (*on_connect)(int, int, void*),
   // epoll). A SetFailed that came earlier found nothing to cancel, so check
   // again; the cancel, the event and the timer still race on the temporary
   // socket's SetFailed and only one runs on_connect.
-  _connect_id.store(connect_id, std::memory_order_release);
+  connect_id_.store(connect_id, std::memory_order_release);
   if (Failed()) s->HandleEpollOutRequest(ECANCELED, req);
   return sockfd;
 }
@@ -275,8 +275,8 @@ void Socket::CheckConnectedAndKeepWrite(int fd, int err, void* data) {
     // adoption saw no fd to shut down: do it here, so KeepWrite's writes
     // fail (EPIPE) and it reports the queued requests.
     if (s->Failed()) shutdown(fd, SHUT_RDWR);
-    if (s->_app_connect) {
-      s->_app_connect->StartConnect(s, AfterAppConnected, req);
+    if (s->app_connect_) {
+      s->app_connect_->StartConnect(s, AfterAppConnected, req);
     } else {
       AfterAppConnected(0, req);
     }
@@ -290,7 +290,7 @@ void Socket::CheckConnectedAndKeepWrite(int fd, int err, void* data) {
 void Socket::AfterAppConnected(int err, void* data) {
   WriteRequest* const req = static_cast<WriteRequest*>(data);
   if (err == 0) {
-    reset_timeouts(req->socket->_remote_side);
+    reset_timeouts(req->socket->remote_side_);
     // KeepWrite takes req and the reference in req->socket.
     bthread_t th;
     if (bthread_start_background(&th, &BTHREAD_ATTR_NORMAL, KeepWrite, req) != 0) {
@@ -301,7 +301,7 @@ void Socket::AfterAppConnected(int err, void* data) {
   }
   SocketUniquePtr s(req->socket);
   req->socket = nullptr;
-  if (err == ETIMEDOUT && count_timeout_as_unreachable(s->_remote_side)) err = ENETUNREACH;
+  if (err == ETIMEDOUT && count_timeout_as_unreachable(s->remote_side_)) err = ENETUNREACH;
   s->SetFailed(err, "fail to connect %s: %s", s->description().c_str(), strerror(err));
   s->ReleaseAllFailedWriteRequests(req);
 }

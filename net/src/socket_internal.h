@@ -27,12 +27,12 @@ struct Socket::WriteRequest {
   // pusher may still be storing it (the UNCONNECTED window); the writer's
   // first load is acquire so the pusher's store happens before the writer
   // frees the request. Other fields were published by the exchange on
-  // _write_head.
+  // write_head_.
   std::atomic<WriteRequest*> next{nullptr};
   bthread_id_t id_wait = INVALID_BTHREAD_ID;
   // The socket, with one reference held for KeepWrite / the connect path.
   Socket* socket = nullptr;
-  // Bytes counted into _unwritten_bytes for this request.
+  // Bytes counted into unwritten_bytes_ for this request.
   int64_t accounted = 0;
   // The close request CloseGracefully pushes (no data): the writer stops
   // there and fails the socket, so every request before it is flushed and

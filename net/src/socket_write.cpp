@@ -1,12 +1,12 @@
 // Socket's write path: Write, StartWrite, KeepWrite, DoWrite,
 // IsWriteComplete and the release of failed requests.
 //
-// The list: _write_head points at the newest pushed request; each pushed
+// The list: write_head_ points at the newest pushed request; each pushed
 // request's `next` points at the request pushed before it; the request that
-// found _write_head empty (the first) has next == nullptr and its pusher
+// found write_head_ empty (the first) has next == nullptr and its pusher
 // owns the right to write. The writer keeps a private oldest-first list
 // [req .. tail] and, when it runs out, takes the newer requests with one CAS
-// in IsWriteComplete and reverses them onto its tail. _write_head returns to
+// in IsWriteComplete and reverses them onto its tail. write_head_ returns to
 // nullptr only in IsWriteComplete, by the writer, when everything is written:
 // the next Write then becomes the writer again.
 #include <errno.h>
@@ -180,10 +180,10 @@ int Socket::Write(IOBuf* data, const WriteOptions* options) {
   // A graceful close refuses new writes (acquire: pairs with the release in
   // CloseGracefully). A write that read 0 just before the close may still
   // be pushed behind the close request: it is released as failed.
-  const int close_code = _close_error_code.load(std::memory_order_acquire);
+  const int close_code = close_error_code_.load(std::memory_order_acquire);
   if (close_code != 0) return SetError(opt.id_wait, close_code);
   if (!opt.ignore_eovercrowded &&
-      _unwritten_bytes.load(std::memory_order_relaxed) >= FLAGS_weft_socket_max_unwritten_bytes) {
+      unwritten_bytes_.load(std::memory_order_relaxed) >= FLAGS_weft_socket_max_unwritten_bytes) {
     return SetError(opt.id_wait, EOVERCROWDED);
   }
   WriteRequest* const req = WriteRequest::New();
@@ -192,7 +192,7 @@ int Socket::Write(IOBuf* data, const WriteOptions* options) {
   req->accounted = static_cast<int64_t>(req->data.size());
   // Counted before the request is visible to the writer, whose subtraction
   // must not come first.
-  _unwritten_bytes.fetch_add(req->accounted, std::memory_order_relaxed);
+  unwritten_bytes_.fetch_add(req->accounted, std::memory_order_relaxed);
   // The writer spins while next is UNCONNECTED (see StartWrite).
   req->next.store(WriteRequest::UNCONNECTED, std::memory_order_relaxed);
   req->id_wait = opt.id_wait;
@@ -201,10 +201,10 @@ int Socket::Write(IOBuf* data, const WriteOptions* options) {
 }
 
 int Socket::StartWrite(WriteRequest* req, const WriteOptions& opt) {
-  // Release publishes *req to the writer, whose acquire CAS on _write_head in
+  // Release publishes *req to the writer, whose acquire CAS on write_head_ in
   // IsWriteComplete reads this exchange or a later one (all exchanges form
   // one release sequence).
-  WriteRequest* const prev_head = _write_head.exchange(req, std::memory_order_acq_rel);
+  WriteRequest* const prev_head = write_head_.exchange(req, std::memory_order_acq_rel);
   if (prev_head != nullptr) {
     // Someone holds the right to write: link behind their request and go.
     // Until this store the writer sees UNCONNECTED and spins. Release pairs
@@ -214,7 +214,7 @@ int Socket::StartWrite(WriteRequest* req, const WriteOptions& opt) {
     return 0;
   }
 
-  // We are the writer, alone until _write_head goes back to nullptr.
+  // We are the writer, alone until write_head_ goes back to nullptr.
   req->next.store(nullptr, std::memory_order_relaxed);
   if (req->is_close) {
     // A graceful close with nothing queued before it: close now (and never
@@ -323,7 +323,7 @@ void* Socket::KeepWrite(void* arg) {
       // The fd is full. The timeout makes the loop come back regularly even
       // if no EPOLLOUT arrives, so new requests are linked and counted.
       net_internal::net_metrics().nwaitepollout << 1;
-      const bool pollin = s->_on_edge_triggered_events != nullptr;
+      const bool pollin = s->on_edge_triggered_events_ != nullptr;
       const timespec duetime =
           base::ns_to_timespec(base::realtime_ns() + WAIT_EPOLLOUT_TIMEOUT_MS * 1000000LL);
       const int rc = s->WaitEpollOut(s->fd(), pollin, &duetime);
@@ -343,7 +343,7 @@ void* Socket::KeepWrite(void* arg) {
     }
   }
   // Failed: fail every request, including ones still being pushed, until
-  // _write_head is nullptr again (otherwise later writes would queue behind
+  // write_head_ is nullptr again (otherwise later writes would queue behind
   // a writer that no longer exists).
   s->ReleaseAllFailedWriteRequests(req);
   return nullptr;
@@ -366,13 +366,13 @@ bool Socket::IsWriteComplete(WriteRequest* old_head, bool singular_node, WriteRe
   WriteRequest* desired = nullptr;
   bool return_when_no_more = true;
   if (!old_head->data.empty() || !singular_node) {
-    // Not done: keep _write_head as is (non-null) if nothing new came.
+    // Not done: keep write_head_ as is (non-null) if nothing new came.
     desired = old_head;
     return_when_no_more = false;
   }
   // Acquire pairs with the pushers' exchange (release): the new requests'
   // fields are visible below.
-  if (_write_head.compare_exchange_strong(new_head, desired, std::memory_order_acq_rel,
+  if (write_head_.compare_exchange_strong(new_head, desired, std::memory_order_acq_rel,
                                           std::memory_order_acquire)) {
     if (new_tail != nullptr) *new_tail = old_head;
     return return_when_no_more;
@@ -405,7 +405,7 @@ void Socket::ReturnSuccessfulWriteRequest(WriteRequest* req) {
   // Written: a request with id_wait now waits for its reply, and hears if
   // the connection dies first (see ForgetWrittenId).
   if (req->id_wait.value != 0) KeepWrittenId(req->id_wait);
-  _unwritten_bytes.fetch_sub(req->accounted, std::memory_order_relaxed);
+  unwritten_bytes_.fetch_sub(req->accounted, std::memory_order_relaxed);
   WriteRequest::Delete(req);
 }
 
@@ -421,7 +421,7 @@ void Socket::FailWriterAndReleaseAll(WriteRequest* req, int error_code, const ch
 void Socket::FinishGracefulClose(WriteRequest* req) {
   // fmt nullptr keeps the text CloseGracefully stored. Loses (harmlessly)
   // to an abort that came first: the requests then fail with its error.
-  SetFailed(_close_error_code.load(std::memory_order_acquire), nullptr);
+  SetFailed(close_error_code_.load(std::memory_order_acquire), nullptr);
   ReleaseAllFailedWriteRequests(req);
 }
 
@@ -429,7 +429,7 @@ void Socket::ReturnFailedWriteRequest(WriteRequest* req, int error_code) {
   // Reported before the bytes are uncounted: once unwritten_bytes() reads 0
   // after a failure, every failed writer has been told.
   if (req->id_wait.value != 0) bthread_id_error(req->id_wait, error_code);
-  _unwritten_bytes.fetch_sub(req->accounted, std::memory_order_release);
+  unwritten_bytes_.fetch_sub(req->accounted, std::memory_order_release);
   WriteRequest::Delete(req);
 }
 
@@ -447,7 +447,7 @@ void Socket::ReleaseAllFailedWriteRequests(WriteRequest* req) {
   const int error_code = non_zero_error_code();
   for (;;) {
     req = ReleaseWriteRequestsExceptLast(req, error_code);
-    // Emptied so IsWriteComplete can hand _write_head back to nullptr.
+    // Emptied so IsWriteComplete can hand write_head_ back to nullptr.
     req->data.clear();
     if (IsWriteComplete(req, true, nullptr)) {
       ReturnFailedWriteRequest(req, error_code);
@@ -458,8 +458,8 @@ void Socket::ReleaseAllFailedWriteRequests(WriteRequest* req) {
 
 void Socket::AddOutputBytes(ssize_t n) {
   if (n <= 0) return;
-  _out_bytes.fetch_add(n, std::memory_order_relaxed);
-  _last_write_us.store(base::coarse_monotonic_ns() / 1000, std::memory_order_relaxed);
+  out_bytes_.fetch_add(n, std::memory_order_relaxed);
+  last_write_us_.store(base::coarse_monotonic_ns() / 1000, std::memory_order_relaxed);
 }
 
 }  // namespace weft

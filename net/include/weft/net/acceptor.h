@@ -46,8 +46,8 @@ class Acceptor : public InputMessenger {
 
   size_t ConnectionCount() const;
   void ListConnections(std::vector<SocketId>* ids) const;
-  SocketId listening_id() const { return _acception_id; }
-  void* arg() const { return _arg; }
+  SocketId listening_id() const { return acception_id_; }
+  void* arg() const { return arg_; }
 
   // The listening socket's reading callback.
   static void OnNewConnections(Socket* acception);
@@ -69,26 +69,26 @@ class Acceptor : public InputMessenger {
   void BeforeRecycle(Socket* sock) override;
   void OnListenerRecycled();
 
-  void (*const _on_new_messages)(Socket*);
-  void* const _arg;
-  bthread_keytable_pool_t* const _keytable_pool;
+  void (*const on_new_messages_)(Socket*);
+  void* const arg_;
+  bthread_keytable_pool_t* const keytable_pool_;
 
   // Guards everything below. A fiber-aware mutex: held briefly by
   // accepting fibers and recycling threads.
-  mutable bthread_mutex_t _map_mutex;
+  mutable bthread_mutex_t map_mutex_;
   // Signalled when the listening socket recycles, the map empties or a
   // start completes.
-  bthread_cond_t _empty_cond;
-  Status _status = UNINITIALIZED;
+  bthread_cond_t empty_cond_;
+  Status status_ = UNINITIALIZED;
   // StartAccept is between setting RUNNING and recording the listener.
-  bool _starting = false;
-  SocketId _acception_id = INVALID_SOCKET_ID;
-  bool _listener_recycled = true;
-  ListenerUser _listener_user;
-  int _idle_timeout_sec = 0;
-  bthread_t _close_idle_tid = 0;
+  bool starting_ = false;
+  SocketId acception_id_ = INVALID_SOCKET_ID;
+  bool listener_recycled_ = true;
+  ListenerUser listener_user_;
+  int idle_timeout_sec_ = 0;
+  bthread_t close_idle_tid_ = 0;
   // Connection id -> nothing yet (room for per-connection statistics).
-  std::unordered_map<SocketId, int> _socket_map;
+  std::unordered_map<SocketId, int> socket_map_;
 };
 
 }  // namespace weft

@@ -58,13 +58,13 @@ class EventDispatcher {
   static void* RunThis(void* arg);
   void Run();
 
-  int _epfd = -1;
+  int epfd_ = -1;
   // Set by Stop; the fiber checks it after every wait.
-  std::atomic<bool> _stop{false};
-  bthread_t _tid = 0;
-  bthread_attr_t _consumer_thread_attr;
-  // Stop adds _wakeup_fds[1] (always writable) to the epoll to end a wait.
-  int _wakeup_fds[2] = {-1, -1};
+  std::atomic<bool> stop_{false};
+  bthread_t tid_ = 0;
+  bthread_attr_t consumer_thread_attr_;
+  // Stop adds wakeup_fds_[1] (always writable) to the epoll to end a wait.
+  int wakeup_fds_[2] = {-1, -1};
   std::atomic<int64_t> nevents_{0};
 };
 

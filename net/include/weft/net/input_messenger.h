@@ -90,12 +90,12 @@ class InputMessageBase {
   void Destroy();
 
   // The connection it came from (a reference held by the message).
-  Socket* socket() const { return _socket.get(); }
-  SocketUniquePtr& socket_ptr() { return _socket; }
+  Socket* socket() const { return socket_.get(); }
+  SocketUniquePtr& socket_ptr() { return socket_; }
   // The handler's `arg`.
-  const void* arg() const { return _arg; }
+  const void* arg() const { return arg_; }
   // CLOCK_MONOTONIC microseconds when the read that completed it returned.
-  int64_t received_us() const { return _received_us; }
+  int64_t received_us() const { return received_us_; }
 
  protected:
   virtual ~InputMessageBase() = default;
@@ -103,13 +103,13 @@ class InputMessageBase {
 
  private:
   friend class InputMessenger;
-  SocketUniquePtr _socket;
+  SocketUniquePtr socket_;
   // Set when the message holds the connection's EOF pending (PostponeEOF);
   // Destroy() lets it go.
   bool holds_eof_ = false;
-  void (*_process)(InputMessageBase*) = nullptr;
-  const void* _arg = nullptr;
-  int64_t _received_us = 0;
+  void (*process_)(InputMessageBase*) = nullptr;
+  const void* arg_ = nullptr;
+  int64_t received_us_ = 0;
 };
 
 class ParseResult {
@@ -122,16 +122,16 @@ class ParseResult {
     return ParseResult(err, nullptr, why);
   }
 
-  bool is_ok() const { return _error == PARSE_OK; }
-  ParseError error() const { return _error; }
-  InputMessageBase* message() const { return _msg; }
-  const char* error_str() const { return _why != nullptr ? _why : ParseErrorToString(_error); }
+  bool is_ok() const { return error_ == PARSE_OK; }
+  ParseError error() const { return error_; }
+  InputMessageBase* message() const { return msg_; }
+  const char* error_str() const { return why_ != nullptr ? why_ : ParseErrorToString(error_); }
 
  private:
-  ParseResult(ParseError e, InputMessageBase* m, const char* why) : _error(e), _msg(m), _why(why) {}
-  ParseError _error;
-  InputMessageBase* _msg;
-  const char* _why;
+  ParseResult(ParseError e, InputMessageBase* m, const char* why) : error_(e), msg_(m), why_(why) {}
+  ParseError error_;
+  InputMessageBase* msg_;
+  const char* why_;
 };
 
 struct InputMessageHandler {
@@ -177,7 +177,7 @@ class InputMessenger : public SocketUser {
   // Registers a protocol; call before any connection uses the messenger.
   // Returns 0, or -1 with errno EINVAL (no parse or process).
   int AddHandler(const InputMessageHandler& handler);
-  size_t handler_count() const { return _handlers.size(); }
+  size_t handler_count() const { return handlers_.size(); }
 
   // The reading callback of sockets whose user is an InputMessenger.
   static void OnNewMessages(Socket* m);
@@ -216,7 +216,7 @@ class InputMessenger : public SocketUser {
   // *over_budget: m must not read until the total is under the cap.
   static bool CheckReadBounds(Socket* m, bool completed, int64_t now_us, bool* over_budget);
 
-  std::vector<InputMessageHandler> _handlers;
+  std::vector<InputMessageHandler> handlers_;
 };
 
 }  // namespace weft

@@ -9,14 +9,14 @@
 // fail to address.
 //
 // Writing is wait-free for callers: Write() pushes the request onto an MPSC
-// list (_write_head). The caller that finds the list empty writes once
+// list (write_head_). The caller that finds the list empty writes once
 // itself; whatever is left, and every request pushed meanwhile, is written by
 // one KeepWrite fiber, in push order, batched into writev calls. A client
 // socket created with a remote_side and no fd connects on the first Write.
 //
 // Reading: when the fd becomes readable the EventDispatcher calls
 // StartInputEvent, which starts at most one fiber per socket running
-// on_edge_triggered_events (the _nevent counter); that callback reads with
+// on_edge_triggered_events (the nevent_ counter); that callback reads with
 // DoRead() until EAGAIN and returns only when MoreReadEvents() says no event
 // arrived meanwhile.
 #ifndef WEFT_NET_SOCKET_H_
@@ -140,7 +140,7 @@ class Socket {
   //   0, or -1 if the socket already failed or is closing.
   int CloseGracefully(int error_code, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
   // True from CloseGracefully until recycling (also once failed after it).
-  bool closing() const { return _close_error_code.load(std::memory_order_acquire) != 0; }
+  bool closing() const { return close_error_code_.load(std::memory_order_acquire) != 0; }
 
   // Written-but-unanswered requests. A write with id_wait that was written
   // in full keeps its id on the socket, and when the socket fails each such
@@ -182,24 +182,24 @@ class Socket {
   static int StartInputEvent(SocketId id, uint32_t events, const bthread_attr_t& thread_attr);
   static int HandleEpollOut(SocketId id);
 
-  SocketId id() const { return _this_id; }
-  int fd() const { return _fd.load(std::memory_order_acquire); }
-  const EndPoint& remote_side() const { return _remote_side; }
+  SocketId id() const { return this_id_; }
+  int fd() const { return fd_.load(std::memory_order_acquire); }
+  const EndPoint& remote_side() const { return remote_side_; }
   // Set when the fd is adopted (for client sockets: once connected, i.e.
   // once fd() >= 0, which publishes it).
-  const EndPoint& local_side() const { return _local_side; }
-  SocketUser* user() const { return _user; }
+  const EndPoint& local_side() const { return local_side_; }
+  SocketUser* user() const { return user_; }
   // Bytes received and not yet cut by the reading callback. Only the
   // reading fiber (one at a time) touches it.
-  IOBuf& read_buf() { return _read_buf; }
-  bthread_keytable_pool_t* keytable_pool() const { return _keytable_pool; }
+  IOBuf& read_buf() { return read_buf_; }
+  bthread_keytable_pool_t* keytable_pool() const { return keytable_pool_; }
   std::string description() const;
 
   // Acquire pairs with the release in ReturnFailedWriteRequest: after a
   // failure, reading 0 means every failed writer has been told.
-  int64_t unwritten_bytes() const { return _unwritten_bytes.load(std::memory_order_acquire); }
-  int64_t in_bytes() const { return _in_bytes.load(std::memory_order_relaxed); }
-  int64_t out_bytes() const { return _out_bytes.load(std::memory_order_relaxed); }
+  int64_t unwritten_bytes() const { return unwritten_bytes_.load(std::memory_order_acquire); }
+  int64_t in_bytes() const { return in_bytes_.load(std::memory_order_relaxed); }
+  int64_t out_bytes() const { return out_bytes_.load(std::memory_order_relaxed); }
   // CLOCK_MONOTONIC microseconds (coarse) of the last read activity (see
   // DoRead) or write that moved bytes.
   int64_t last_active_us() const;
@@ -207,7 +207,7 @@ class Socket {
   // InputMessenger is still waiting the rest of began to arrive; 0 when no
   // partial message is buffered. Any thread (relaxed: a hint for timeouts).
   int64_t partial_message_since_us() const {
-    return _partial_since_us.load(std::memory_order_relaxed);
+    return partial_since_us_.load(std::memory_order_relaxed);
   }
 
   // Sockets currently alive (created and not yet recycled), process-wide.
@@ -226,10 +226,10 @@ class Socket {
 
   // EOF handling of InputMessenger: the connection fails (EEOF) only once
   // the peer closed (SetEOF) and every message cut from it has run.
-  // Formats the failure's text into _error_text (under _error_mu).
+  // Formats the failure's text into error_text_ (under error_mu_).
   void StoreErrorText(const char* fmt, va_list ap);
 
-  void PostponeEOF() { _ninprocess.fetch_add(1, std::memory_order_relaxed); }
+  void PostponeEOF() { ninprocess_.fetch_add(1, std::memory_order_relaxed); }
   void CheckEOF();
   void SetEOF();
   // Gives this socket's share of the process-wide read-buffer count back
@@ -246,7 +246,7 @@ class Socket {
   // Closes the fd, resets fields, tells the user and frees the slot.
   void OnRecycle();
   // Adopts fd (non-blocking, close-on-exec, TCP_NODELAY, buffer sizes,
-  // epoll). On failure _fd is -1 and fd still belongs to the caller.
+  // epoll). On failure fd_ is -1 and fd still belongs to the caller.
   int ResetFileDescriptor(int fd);
   int SetUpFileDescriptor(int fd);
 
@@ -291,79 +291,79 @@ class Socket {
   // High 32 bits: version; low 32 bits: references. Version == id version:
   // healthy; id version + 1: failed; anything else: recycled (the slot may
   // already hold a newer socket).
-  std::atomic<uint64_t> _versioned_ref{0};
-  SocketId _this_id = INVALID_SOCKET_ID;
-  std::atomic<int> _fd{-1};
-  EndPoint _remote_side;
-  EndPoint _local_side;
-  SocketUser* _user = nullptr;
-  void (*_on_edge_triggered_events)(Socket*) = nullptr;
-  std::shared_ptr<AppConnect> _app_connect;
-  bthread_keytable_pool_t* _keytable_pool = nullptr;
-  int _connect_timeout_ms = 0;
+  std::atomic<uint64_t> versioned_ref_{0};
+  SocketId this_id_ = INVALID_SOCKET_ID;
+  std::atomic<int> fd_{-1};
+  EndPoint remote_side_;
+  EndPoint local_side_;
+  SocketUser* user_ = nullptr;
+  void (*on_edge_triggered_events_)(Socket*) = nullptr;
+  std::shared_ptr<AppConnect> app_connect_;
+  bthread_keytable_pool_t* keytable_pool_ = nullptr;
+  int connect_timeout_ms_ = 0;
 
   // Input events not yet consumed by the reading fiber; 0 means no reading
   // fiber runs.
-  std::atomic<int> _nevent{0};
-  IOBuf _read_buf;
+  std::atomic<int> nevent_{0};
+  IOBuf read_buf_;
 
   // The newest pushed write request, or nullptr when nobody is writing.
-  std::atomic<WriteRequest*> _write_head{nullptr};
-  std::atomic<int64_t> _unwritten_bytes{0};
+  std::atomic<WriteRequest*> write_head_{nullptr};
+  std::atomic<int64_t> unwritten_bytes_{0};
   // Bumped and woken by HandleEpollOut and SetFailed; KeepWrite waits on it.
-  std::atomic<int>* _epollout_butex = nullptr;
+  std::atomic<int>* epollout_butex_ = nullptr;
 
   // The temporary socket of a connect in flight (INVALID_SOCKET_ID if
   // none): SetFailed fails it to cancel the connect.
-  std::atomic<SocketId> _connect_id{INVALID_SOCKET_ID};
+  std::atomic<SocketId> connect_id_{INVALID_SOCKET_ID};
 
   // Non-zero once CloseGracefully ran: the code the socket fails with when
   // the flush is over. Acquire/release: a Write that reads it non-zero
-  // refuses (the text written before it is visible through _error_mu).
-  std::atomic<int> _close_error_code{0};
+  // refuses (the text written before it is visible through error_mu_).
+  std::atomic<int> close_error_code_{0};
   // The flush bound's timer (0 if none); written by CloseGracefully (whose
   // caller holds a reference) and read by OnRecycle.
-  bthread_timer_t _close_timer = 0;
+  bthread_timer_t close_timer_ = 0;
 
   // Ids of written-but-unanswered requests (see ForgetWrittenId), and
   // whether the socket failed (then new ids are errored at once instead of
-  // kept). Both guarded by _written_ids_mu: the flag and the list change
+  // kept). Both guarded by written_ids_mu_: the flag and the list change
   // together, so an id is either errored by SetFailed or by its adder.
-  mutable std::mutex _written_ids_mu;
-  std::unordered_set<uint64_t> _written_ids;
-  bool _written_ids_failed = false;
+  mutable std::mutex written_ids_mu_;
+  std::unordered_set<uint64_t> written_ids_;
+  bool written_ids_failed_ = false;
 
-  std::atomic<int> _error_code{0};
-  mutable std::mutex _error_mu;
-  std::string _error_text;  // guarded by _error_mu
+  std::atomic<int> error_code_{0};
+  mutable std::mutex error_mu_;
+  std::string error_text_;  // guarded by error_mu_
 
   // InputMessenger's per-connection state; only the reading fiber (one at
   // a time) touches the plain fields.
-  size_t _avg_msg_size = 0;
-  size_t _last_msg_size = 0;
-  int _preferred_index = -1;
-  bool _verified = false;
+  size_t avg_msg_size_ = 0;
+  size_t last_msg_size_ = 0;
+  int preferred_index_ = -1;
+  bool verified_ = false;
   // Messages in flight + 1 until EOF was seen (see PostponeEOF).
-  std::atomic<int> _ninprocess{1};
-  std::atomic<bool> _eof_seen{false};
-  // Bytes of _read_buf counted in the process-wide read-buffer total; the
+  std::atomic<int> ninprocess_{1};
+  std::atomic<bool> eof_seen_{false};
+  // Bytes of read_buf_ counted in the process-wide read-buffer total; the
   // reading fiber alone changes it, OnRecycle (after the last reference)
   // gives it back.
-  size_t _read_buf_accounted = 0;
+  size_t read_buf_accounted_ = 0;
   // See partial_message_since_us(); stored by the reading fiber only.
-  std::atomic<int64_t> _partial_since_us{0};
+  std::atomic<int64_t> partial_since_us_{0};
   // Messages cut and not yet processed (--weft_max_messages_in_flight_per_
-  // connection), and the reading fiber's pause: it sets _reader_waiting and
-  // sleeps on _read_butex; a finishing message that sees the flag bumps and
+  // connection), and the reading fiber's pause: it sets reader_waiting_ and
+  // sleeps on read_butex_; a finishing message that sees the flag bumps and
   // wakes the butex (the seq_cst protocol is in input_messenger.cpp).
-  std::atomic<int> _nmsg_in_flight{0};
-  std::atomic<bool> _reader_waiting{false};
-  std::atomic<int>* _read_butex = nullptr;
+  std::atomic<int> nmsg_in_flight_{0};
+  std::atomic<bool> reader_waiting_{false};
+  std::atomic<int>* read_butex_ = nullptr;
 
-  std::atomic<int64_t> _in_bytes{0};
-  std::atomic<int64_t> _out_bytes{0};
-  std::atomic<int64_t> _last_read_us{0};
-  std::atomic<int64_t> _last_write_us{0};
+  std::atomic<int64_t> in_bytes_{0};
+  std::atomic<int64_t> out_bytes_{0};
+  std::atomic<int64_t> last_read_us_{0};
+  std::atomic<int64_t> last_write_us_{0};
 };
 
 }  // namespace weft
