@@ -177,6 +177,12 @@ void Acceptor::OnNewConnectionsUntilEAGAIN(Socket* acception) {
       return;
     }
     backoff_us = 0;
+    const size_t max_connections = am->max_connections_.load(std::memory_order_relaxed);
+    if (max_connections > 0 && am->ConnectionCount() >= max_connections) {
+      // Accepted (so the peer is not left in the backlog) and closed at once.
+      close(in_fd);
+      continue;
+    }
     SocketOptions options;
     options.fd = in_fd;
     options.remote_side = EndPoint(reinterpret_cast<const sockaddr*>(&addr), addr_len);

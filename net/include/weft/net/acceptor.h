@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 
+#include <atomic>
 #include <unordered_map>
 #include <vector>
 
@@ -43,6 +44,12 @@ class Acceptor : public InputMessenger {
   // listening socket and every connection have recycled. A connection stays
   // alive while someone holds a SocketUniquePtr to it.
   void StopAccept();
+
+  // At most n connections open at once (0: unlimited, the default): past
+  // it a new connection is accepted and closed at once, without a Socket
+  // (brpc's Acceptor max_connection). Any thread; takes effect for the
+  // next accept.
+  void set_max_connections(size_t n) { max_connections_.store(n, std::memory_order_relaxed); }
 
   size_t ConnectionCount() const;
   void ListConnections(std::vector<SocketId>* ids) const;
@@ -89,6 +96,9 @@ class Acceptor : public InputMessenger {
   bthread_t close_idle_tid_ = 0;
   // Connection id -> nothing yet (room for per-connection statistics).
   std::unordered_map<SocketId, int> socket_map_;
+  // See set_max_connections. Relaxed: a limit read by the accepting fiber,
+  // not a synchronization.
+  std::atomic<size_t> max_connections_{0};
 };
 
 }  // namespace weft

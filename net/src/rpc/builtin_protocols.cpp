@@ -1,0 +1,23 @@
+#include "rpc/builtin_protocols.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <mutex>
+
+#include "protocols/weft_std/weft_std_protocol.h"
+
+namespace weft::rpc::internal {
+
+void RegisterBuiltinProtocolsOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    // A built-in failing to register is a build defect (a duplicate name).
+    if (RegisterProtocolNoInit(weft_std::MakeWeftStdProtocol()) != 0) {
+      fprintf(stderr, "weft rpc: fail to register the weft_std protocol\n");
+      abort();
+    }
+  });
+}
+
+}  // namespace weft::rpc::internal

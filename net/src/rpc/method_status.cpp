@@ -1,0 +1,36 @@
+#include "rpc/method_status.h"
+
+namespace weft::rpc::internal {
+
+void MethodStatus::ExposeMetrics(int port) {
+  std::string base = "weft_rpc_server_" + std::to_string(port) + "_";
+  for (const char c : name_) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    base.push_back(ok ? c : '_');
+  }
+  count_ = std::make_unique<Counter>(base + "_count");
+  errors_ = std::make_unique<Counter>(base + "_errors");
+  latency_ = std::make_unique<LatencyRecorder>(base + "_latency");
+  max_concurrency_gauge_ = std::make_unique<Gauge>(base + "_max_concurrency");
+}
+
+void MethodStatus::OnStart() {
+  const int64_t now = running_.fetch_add(1, std::memory_order_relaxed) + 1;
+  int64_t seen = max_concurrency_.load(std::memory_order_relaxed);
+  while (now > seen &&
+         !max_concurrency_.compare_exchange_weak(seen, now, std::memory_order_relaxed)) {
+  }
+  if (now > seen && max_concurrency_gauge_) max_concurrency_gauge_->set(now);
+}
+
+void MethodStatus::OnEnd(int error_code, int64_t latency_us, bool started) {
+  if (started) running_.fetch_sub(1, std::memory_order_relaxed);
+  if (count_) count_->add(1);
+  if (error_code != 0) {
+    if (errors_) errors_->add(1);
+  } else if (latency_) {
+    latency_->record(latency_us);
+  }
+}
+
+}  // namespace weft::rpc::internal

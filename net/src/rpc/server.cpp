@@ -1,0 +1,190 @@
+#include "weft/rpc/server.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "base/time_util.h"
+#include "rpc/method_status.h"
+#include "weft/bthread.h"
+#include "weft/rpc/protocol.h"
+
+namespace weft::rpc {
+
+using internal::MethodStatus;
+
+Server::Server() = default;
+
+Server::~Server() {
+  Stop();
+  Join();
+}
+
+int Server::AddMethod(std::string name, MethodHandler handler) {
+  if (name.empty() || name.size() > 255 || !handler) {
+    errno = EINVAL;
+    return -1;
+  }
+  if (status_.load(std::memory_order_acquire) != READY) {
+    errno = EBUSY;
+    return -1;
+  }
+  if (methods_.count(name) != 0) {
+    errno = EEXIST;
+    return -1;
+  }
+  auto m = std::make_unique<MethodStatus>(name, std::move(handler));
+  methods_.emplace(std::move(name), std::move(m));
+  return 0;
+}
+
+int Server::Start(const char* ip_port, const ServerOptions* options) {
+  EndPoint ep;
+  if (ip_port == nullptr || !EndPoint::parse(ip_port, &ep)) {
+    errno = EINVAL;
+    return -1;
+  }
+  return Start(ep, options);
+}
+
+int Server::Start(const EndPoint& ep, const ServerOptions* options) {
+  if (status_.load(std::memory_order_acquire) != READY) {
+    errno = EBUSY;
+    return -1;
+  }
+  const ServerOptions opt = options != nullptr ? *options : ServerOptions();
+  // The protocols first: nothing is listened on if one is wrong.
+  std::vector<const Protocol*> protocols;
+  if (opt.protocols.empty()) {
+    for (const Protocol* p : ListProtocols()) {
+      if (p->process_request != nullptr) protocols.push_back(p);
+    }
+  } else {
+    for (const std::string& name : opt.protocols) {
+      const Protocol* p = FindProtocol(name);
+      if (p == nullptr || p->process_request == nullptr) {
+        errno = EINVAL;
+        return -1;
+      }
+      protocols.push_back(p);
+    }
+  }
+  if (protocols.empty()) {
+    errno = EINVAL;
+    return -1;
+  }
+  auto acceptor = std::make_unique<Acceptor>();
+  for (const Protocol* p : protocols) {
+    InputMessageHandler h;
+    h.parse = p->parse;
+    h.process = p->process_request;
+    h.verify = p->verify;
+    // Protocols find the Server through the handler arg (protocol.h).
+    h.arg = this;
+    h.name = p->name;
+    if (acceptor->AddHandler(h) != 0) return -1;
+  }
+  if (opt.num_threads > 0 && opt.num_threads > bthread_getconcurrency()) {
+    bthread_setconcurrency(opt.num_threads);
+  }
+  const int fd = tcp_listen(ep);
+  if (fd < 0) return -1;
+  const EndPoint bound = get_local_side(fd);
+  options_ = opt;
+  listen_address_ = bound;
+  for (auto& entry : methods_) entry.second->ExposeMetrics(bound.port());
+  if (opt.max_connections > 0)
+    acceptor->set_max_connections(static_cast<size_t>(opt.max_connections));
+  // RUNNING before the first connection can deliver a call (ProcessCall
+  // refuses calls unless RUNNING). The release pairs with the acquire
+  // loads of status_: a call that sees RUNNING sees options_ and methods_.
+  acceptor_ = std::move(acceptor);
+  status_.store(RUNNING, std::memory_order_seq_cst);
+  if (acceptor_->StartAccept(fd, opt.idle_timeout_sec > 0 ? opt.idle_timeout_sec : 0) != 0) {
+    const int saved = errno;
+    status_.store(STOPPED, std::memory_order_seq_cst);
+    errno = saved;
+    return -1;
+  }
+  return 0;
+}
+
+size_t Server::connection_count() const {
+  return acceptor_ != nullptr ? acceptor_->ConnectionCount() : 0;
+}
+
+void Server::Stop() {
+  Status s = RUNNING;
+  // seq_cst: the Dekker pairing with ProcessCall (see there).
+  if (!status_.compare_exchange_strong(s, STOPPING, std::memory_order_seq_cst)) return;
+  // Failing the listener stops accepting; connections stay until Join.
+  Socket::SetFailed(acceptor_->listening_id());
+}
+
+void Server::Join() {
+  Stop();
+  Status s = status_.load(std::memory_order_acquire);
+  if (s != STOPPING) return;  // never started, or already joined
+  // Pairs with the fence in ProcessCall: either a call's add_count is seen
+  // by the wait below, or that call sees STOPPING and runs no handler.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  drained_.signal();  // the Server's own count
+  drained_.wait();
+  // Every call that ran a handler has queued its reply: the graceful close
+  // flushes them. Calls cut meanwhile are refused (ELOGOFF) and end before
+  // their connection can recycle, which StopAccept waits for.
+  acceptor_->StopAccept();
+  drained_.wait();
+  status_.store(STOPPED, std::memory_order_release);
+}
+
+void Server::ProcessCall(std::string_view method, Controller* cntl, const IOBuf& request,
+                         IOBuf* response, int64_t received_us, Closure done) {
+  drained_.add_count(1);
+  // Pairs with the fence in Join (store-load ordering on both sides).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  MethodStatus* m = nullptr;
+  if (status_.load(std::memory_order_relaxed) != RUNNING) {
+    cntl->SetFailed(ELOGOFF, "the server is stopping");
+  } else {
+    auto it = methods_.find(method);
+    if (it == methods_.end()) {
+      cntl->SetFailed(ENOMETHOD, "no method named '%.*s'", static_cast<int>(method.size()),
+                      method.data());
+    } else {
+      m = it->second.get();
+      const int64_t limit = options_.max_concurrency;
+      const int64_t running = calls_in_flight_.fetch_add(1, std::memory_order_relaxed);
+      if (limit > 0 && running >= limit) {
+        calls_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+        cntl->SetFailed(ELIMIT, "the server reached max_concurrency=%lld",
+                        static_cast<long long>(limit));
+      } else {
+        m->OnStart();
+        // The handler's done ends the call; the handler may call it from
+        // any fiber or pthread, now or later.
+        m->handler()(cntl, request, response,
+                     Closure([this, m, cntl, received_us, done = std::move(done)]() mutable {
+                       EndCall(m, cntl, received_us, true, &done);
+                     }));
+        return;
+      }
+    }
+  }
+  EndCall(m, cntl, received_us, false, &done);
+}
+
+void Server::EndCall(MethodStatus* m, Controller* cntl, int64_t received_us,
+                     bool counted_concurrency, Closure* done) {
+  const int64_t latency_us = base::monotonic_ns() / 1000 - received_us;
+  cntl->set_latency_us(latency_us);
+  if (m != nullptr) m->OnEnd(cntl->ErrorCode(), latency_us, counted_concurrency);
+  if (counted_concurrency) calls_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+  // Copied before done: done may free cntl, and after signal the Server
+  // may be gone (Join returned).
+  CountdownEvent* const drained = &drained_;
+  (*done)();
+  drained->signal();
+}
+
+}  // namespace weft::rpc
