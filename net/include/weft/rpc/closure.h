@@ -9,6 +9,7 @@
 #ifndef WEFT_RPC_CLOSURE_H_
 #define WEFT_RPC_CLOSURE_H_
 
+#include <cstddef>
 #include <memory>
 #include <type_traits>
 #include <utility>
@@ -18,9 +19,12 @@ namespace weft::rpc {
 class Closure {
  public:
   Closure() = default;
+  // Empty, as Closure(): rpc.md writes a synchronous call's done as nullptr.
+  Closure(std::nullptr_t) noexcept {}  // NOLINT: implicit on purpose
   // Takes any callable `void()`, copyable or not (e.g. a lambda that owns a
   // std::unique_ptr).
-  template <typename F, typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, Closure>>>
+  template <typename F, typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, Closure> &&
+                                                    !std::is_same_v<std::decay_t<F>, std::nullptr_t>>>
   Closure(F&& f)  // NOLINT: implicit, so a lambda can be passed directly
       : impl_(new Impl<std::decay_t<F>>(std::forward<F>(f))) {}
   Closure(Closure&&) noexcept = default;

@@ -159,7 +159,7 @@ Protocol MakeWeftStdProtocol() {
   Protocol p;
   p.parse = ParseFrame;
   p.process_request = ProcessRequest;
-  // process_response belongs to the client side (the Channel).
+  p.process_response = ProcessResponse;
   p.serialize_request = SerializeRequest;
   p.pack_request = PackRequest;
   p.supported_connection_types = kSingle | kPooled | kShort;

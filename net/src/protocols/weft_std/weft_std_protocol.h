@@ -57,6 +57,11 @@ void PackResponse(IOBuf* out, uint64_t correlation_id, int error_code, std::stri
 // or is closing meanwhile is dropped.
 void ProcessRequest(InputMessageBase* msg);
 
+// Protocol::process_response (weft_std_client.cpp): ends the call the
+// frame's correlation id names (CompleteCall); a request arriving at a
+// client closes the connection (EREQUEST).
+void ProcessResponse(InputMessageBase* msg);
+
 // The weft_std Protocol struct; the rpc library's built-in registration
 // registers it once under "weft_std".
 Protocol MakeWeftStdProtocol();
