@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "base/compiler.h"
 #include "base/time_util.h"
 #include "rpc/method_status.h"
 #include "weft/bthread.h"
@@ -127,7 +128,7 @@ void Server::Join() {
   if (s != STOPPING) return;  // never started, or already joined
   // Pairs with the fence in ProcessCall: either a call's add_count is seen
   // by the wait below, or that call sees STOPPING and runs no handler.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  base::full_fence();
   drained_.signal();  // the Server's own count
   drained_.wait();
   // Every call that ran a handler has queued its reply: the graceful close
@@ -142,7 +143,7 @@ void Server::ProcessCall(std::string_view method, Controller* cntl, const IOBuf&
                          IOBuf* response, int64_t received_us, Closure done) {
   drained_.add_count(1);
   // Pairs with the fence in Join (store-load ordering on both sides).
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  base::full_fence();
   MethodStatus* m = nullptr;
   if (status_.load(std::memory_order_relaxed) != RUNNING) {
     cntl->SetFailed(ELOGOFF, "the server is stopping");
