@@ -525,5 +525,45 @@ TEST(ServerApiTest, AddMethodAndStartErrors) {
   s.Join();  // idempotent
 }
 
+TEST(ServerOptionsTest, IdleConnectionsCloseAfterIdleTimeoutSec) {
+  Watchdog wd("idle timeout", kLong);
+  Server server;
+  ASSERT_EQ(0, server.AddMethod("echo", Echo));
+  ServerOptions opt;
+  opt.idle_timeout_sec = 1;
+  ASSERT_EQ(0, server.Start("127.0.0.1:0", &opt));
+  RawClient c(server.listen_address());
+  Frame f;
+  ASSERT_TRUE(c.Call(1, "echo", "x") && c.Read(&f));
+  EXPECT_TRUE(c.ClosedByPeer(10000 * test::kTimeScale));
+  ASSERT_TRUE(WaitFor([&] { return server.connection_count() == 0; }));
+}
+
+TEST(ServerApiTest, DefaultsAreDocumented) {
+  ServerOptions opt;
+  EXPECT_EQ(-1, opt.idle_timeout_sec);
+  EXPECT_EQ(0, opt.max_concurrency);
+  EXPECT_EQ(0, opt.max_connections);
+  EXPECT_EQ(0, opt.num_threads);
+  EXPECT_TRUE(opt.protocols.empty());
+}
+
+TEST(ServerApiTest, ConcurrentJoinsDrainOnceAndAllReturn) {
+  Watchdog wd("concurrent joins", kLong);
+  Server server;
+  ASSERT_EQ(0, server.AddMethod("sleep", Sleep));
+  ASSERT_EQ(0, server.Start("127.0.0.1:0", nullptr));
+  RawClient c(server.listen_address());
+  ASSERT_TRUE(c.Call(1, "sleep", "100"));
+  ASSERT_TRUE(WaitFor([&] { return server.calls_in_flight() == 1; }));
+  std::vector<std::thread> joiners;
+  for (int i = 0; i < 4; ++i) joiners.emplace_back([&] { server.Join(); });
+  for (auto& t : joiners) t.join();
+  Frame f;
+  ASSERT_TRUE(c.Read(&f));
+  EXPECT_EQ(0, f.header.error_code);
+  EXPECT_EQ(0, server.calls_in_flight());
+}
+
 }  // namespace
 }  // namespace weft::rpc
