@@ -2,11 +2,14 @@
 #include "weft/net/input_messenger.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <gflags/gflags.h>
 #include <string.h>
 #include <time.h>
 
 #include "base/time_util.h"
+#include "messenger_connection.h"
 #include "net_log.h"
 #include "weft/bthread.h"
 #include "weft/butex.h"
@@ -26,6 +29,8 @@ DEFINE_int32(weft_max_messages_in_flight_per_connection, 1024,
 DECLARE_int64(weft_socket_max_unwritten_bytes);
 
 namespace weft {
+
+using net_internal::MessengerConnection;
 
 namespace {
 // The average message size is a moving average over about this many
@@ -63,26 +68,79 @@ int read_timeout_ms() { return load_flag(FLAGS_weft_read_timeout_ms); }
 
 int64_t read_buffer_bytes() { return g_read_buf_bytes.load(std::memory_order_relaxed); }
 
-void Socket::ReleaseReadBufferBudget() {
-  if (read_buf_accounted_ == 0) return;
-  g_read_buf_bytes.fetch_sub(static_cast<int64_t>(read_buf_accounted_), std::memory_order_relaxed);
-  g_read_buf_holders.fetch_sub(1, std::memory_order_relaxed);
-  read_buf_accounted_ = 0;
+MessengerConnection::MessengerConnection()
+    : read_butex(butex_create_checked<std::atomic<int>>()) {}
+
+MessengerConnection::~MessengerConnection() {
+  if (read_buf_accounted != 0) {
+    g_read_buf_bytes.fetch_sub(static_cast<int64_t>(read_buf_accounted), std::memory_order_relaxed);
+    g_read_buf_holders.fetch_sub(1, std::memory_order_relaxed);
+  }
+  // Nobody waits any more: the socket recycled, so its reading fiber and
+  // its messages are gone.
+  if (read_butex != nullptr) butex_destroy(read_butex);
 }
 
-int64_t InputMessenger::UpdateReadBufferBudget(Socket* m) {
+MessengerConnection* MessengerConnection::get_or_create(Socket* m) {
+  MessengerConnection* c = of_socket(m);
+  if (c != nullptr) return c;
+  c = new (std::nothrow) MessengerConnection;
+  if (c == nullptr) return nullptr;
+  if (c->read_butex == nullptr) {
+    delete c;
+    return nullptr;
+  }
+  return static_cast<MessengerConnection*>(m->InitContext(c, SocketContextSlot::kMessenger));
+}
+
+InputMessenger::InputMessenger()
+    : inflight_butex_(butex_create_checked<std::atomic<int>>()) {
+  if (inflight_butex_ == nullptr) {
+    fprintf(stderr, "weft net: no memory for an InputMessenger\n");
+    abort();
+  }
+}
+
+InputMessenger::~InputMessenger() { butex_destroy(inflight_butex_); }
+
+int64_t InputMessenger::messages_in_flight() const {
+  return inflight_butex_->load(std::memory_order_acquire);
+}
+
+int InputMessenger::WaitNoMessagesInFlight(const timespec* abstime) {
+  for (;;) {
+    // Acquire pairs with MessageDone's release: the handlers' effects are
+    // visible once the count reads 0.
+    const int n = inflight_butex_->load(std::memory_order_acquire);
+    if (n == 0) return 0;
+    if (butex_wait(inflight_butex_, n, abstime) != 0 && errno == ETIMEDOUT) return -1;
+  }
+}
+
+void InputMessenger::MessageDone() {
+  // The caller still holds a reference to the message's socket, so this
+  // messenger (which outlives its connections) is alive for the wake.
+  if (inflight_butex_->fetch_sub(1, std::memory_order_acq_rel) == 1) butex_wake_all(inflight_butex_);
+}
+
+int64_t InputMessenger::partial_message_since_us(const Socket* m) {
+  const MessengerConnection* const c = MessengerConnection::of_socket(m);
+  return c == nullptr ? 0 : c->partial_since_us.load(std::memory_order_relaxed);
+}
+
+int64_t InputMessenger::UpdateReadBufferBudget(Socket* m, MessengerConnection* c) {
   const size_t now = m->read_buf().size();
-  const size_t before = m->read_buf_accounted_;
+  const size_t before = c->read_buf_accounted;
   if (now == before) return g_read_buf_bytes.load(std::memory_order_relaxed);
   if (before == 0) g_read_buf_holders.fetch_add(1, std::memory_order_relaxed);
   if (now == 0) g_read_buf_holders.fetch_sub(1, std::memory_order_relaxed);
-  m->read_buf_accounted_ = now;
+  c->read_buf_accounted = now;
   const int64_t delta = static_cast<int64_t>(now) - static_cast<int64_t>(before);
   return g_read_buf_bytes.fetch_add(delta, std::memory_order_relaxed) + delta;
 }
 
 bool InputMessenger::CloseIfReadTimedOut(Socket* m, int64_t now_us) {
-  const int64_t since = m->partial_message_since_us();
+  const int64_t since = partial_message_since_us(m);
   if (since == 0) return false;
   const int64_t timeout_ms = load_flag(FLAGS_weft_read_timeout_ms);
   if (timeout_ms <= 0 || now_us - since <= timeout_ms * 1000) return false;
@@ -94,15 +152,16 @@ bool InputMessenger::CloseIfReadTimedOut(Socket* m, int64_t now_us) {
   return true;
 }
 
-bool InputMessenger::CheckReadBounds(Socket* m, bool completed, int64_t now_us, bool* over_budget) {
+bool InputMessenger::CheckReadBounds(Socket* m, MessengerConnection* c, bool completed,
+                                     int64_t now_us, bool* over_budget) {
   // The message being received: what is buffered plus what the parser
   // consumed of it without completing it.
-  const int64_t partial = static_cast<int64_t>(m->last_msg_size_ + m->read_buf().size());
+  const int64_t partial = static_cast<int64_t>(c->last_msg_size + m->read_buf().size());
   if (partial == 0) {
-    m->partial_since_us_.store(0, std::memory_order_relaxed);
-  } else if (completed || m->partial_since_us_.load(std::memory_order_relaxed) == 0) {
+    c->partial_since_us.store(0, std::memory_order_relaxed);
+  } else if (completed || c->partial_since_us.load(std::memory_order_relaxed) == 0) {
     // A new message began in this read.
-    m->partial_since_us_.store(now_us, std::memory_order_relaxed);
+    c->partial_since_us.store(now_us, std::memory_order_relaxed);
   }
   if (partial > max_body_size() + MAX_HEADER_ALLOWANCE) {
     WEFT_NET_WARN("close %s: %lld bytes of one message", m->description().c_str(),
@@ -113,14 +172,14 @@ bool InputMessenger::CheckReadBounds(Socket* m, bool completed, int64_t now_us, 
     return false;
   }
   if (CloseIfReadTimedOut(m, now_us)) return false;
-  const int64_t total = UpdateReadBufferBudget(m);
+  const int64_t total = UpdateReadBufferBudget(m, c);
   const int64_t cap = load_flag(FLAGS_weft_max_read_buffer_bytes);
   if (total <= cap) return true;
   // This read took (or kept) the total over the cap. The connection closes
   // if it holds at least the average share of the holders, so the largest
   // holder always qualifies when it reads; a smaller one only stops reading
   // (its memory does not grow) until the total is back under the cap.
-  const int64_t held = static_cast<int64_t>(m->read_buf_accounted_);
+  const int64_t held = static_cast<int64_t>(c->read_buf_accounted);
   const int64_t holders = g_read_buf_holders.load(std::memory_order_relaxed);
   if (held > 0 && held * holders >= total) {
     WEFT_NET_WARN("close %s: read buffers hold %lld bytes, it holds %lld", m->description().c_str(),
@@ -138,7 +197,7 @@ bool InputMessenger::CheckReadBounds(Socket* m, bool completed, int64_t now_us, 
 
 bool InputMessenger::TooManyInFlight(const Socket* m, int64_t cap) {
   // seq_cst: the load of PauseReading's protocol (see there).
-  return m->nmsg_in_flight_.load(std::memory_order_seq_cst) >= cap;
+  return MessengerConnection::of_socket(m)->nmsg_in_flight.load(std::memory_order_seq_cst) >= cap;
 }
 
 bool InputMessenger::OutputOvercrowded(const Socket* m, int64_t limit) {
@@ -149,26 +208,26 @@ bool InputMessenger::OverReadBudget(const Socket*, int64_t cap) {
   return g_read_buf_bytes.load(std::memory_order_relaxed) > cap;
 }
 
-bool InputMessenger::PauseReading(Socket* m, bool (*must_wait)(const Socket*, int64_t),
-                                  int64_t arg) {
+bool InputMessenger::PauseReading(Socket* m, MessengerConnection* c,
+                                  bool (*must_wait)(const Socket*, int64_t), int64_t arg) {
   while (must_wait(m, arg)) {
     if (m->Failed()) return false;
-    // Lost wake-ups: the butex value is read before reader_waiting_ is set
-    // (seq_cst), and the condition (nmsg_in_flight_, seq_cst) re-read after.
-    // A finishing message decrements nmsg_in_flight_ (seq_cst) and then
-    // reads reader_waiting_ (seq_cst). In the single total order either it
+    // Lost wake-ups: the butex value is read before reader_waiting is set
+    // (seq_cst), and the condition (nmsg_in_flight, seq_cst) re-read after.
+    // A finishing message decrements nmsg_in_flight (seq_cst) and then
+    // reads reader_waiting (seq_cst). In the single total order either it
     // sees the flag, and its butex increment comes after our read of the
     // value, so butex_wait returns at once; or our re-read sees its
     // decrement. Conditions nobody signals are re-checked each PAUSE_POLL_MS.
-    const int expected = m->read_butex_->load(std::memory_order_relaxed);
-    m->reader_waiting_.store(true, std::memory_order_seq_cst);
+    const int expected = c->read_butex->load(std::memory_order_relaxed);
+    c->reader_waiting.store(true, std::memory_order_seq_cst);
     if (!must_wait(m, arg)) {
-      m->reader_waiting_.store(false, std::memory_order_relaxed);
+      c->reader_waiting.store(false, std::memory_order_relaxed);
       break;
     }
     const timespec abstime = realtime_after_ms(PAUSE_POLL_MS);
-    butex_wait(m->read_butex_, expected, &abstime);
-    m->reader_waiting_.store(false, std::memory_order_relaxed);
+    butex_wait(c->read_butex, expected, &abstime);
+    c->reader_waiting.store(false, std::memory_order_relaxed);
   }
   return !m->Failed();
 }
@@ -198,9 +257,10 @@ int InputMessenger::AddHandler(const InputMessageHandler& handler) {
   return 0;
 }
 
-ParseResult InputMessenger::CutInputMessage(Socket* m, size_t* index, bool read_eof) {
+ParseResult InputMessenger::CutInputMessage(Socket* m, MessengerConnection* c, size_t* index,
+                                            bool read_eof) {
   IOBuf* const source = &m->read_buf();
-  const int preferred = m->preferred_index_;
+  const int preferred = c->preferred_index;
   if (source->empty() && !(read_eof && preferred >= 0)) {
     return ParseResult::Error(PARSE_ERROR_NOT_ENOUGH_DATA);
   }
@@ -222,7 +282,7 @@ ParseResult InputMessenger::CutInputMessage(Socket* m, size_t* index, bool read_
     *index = i;
     // A protocol that claims the bytes (even needing more of them) owns the
     // connection from now on.
-    m->preferred_index_ = static_cast<int>(i);
+    c->preferred_index = static_cast<int>(i);
     return r;
   }
   return ParseResult::Error(PARSE_ERROR_TRY_OTHERS);
@@ -235,18 +295,32 @@ void* InputMessenger::ProcessInputMessage(void* arg) {
   SocketUniquePtr s;
   msg->socket()->ReAddress(&s);
   msg->process_(msg);
+  // Alive while s is held (the socket owns it).
+  MessengerConnection* const c = MessengerConnection::of_socket(s.get());
   // seq_cst on both: PauseReading's protocol (see there).
-  s->nmsg_in_flight_.fetch_sub(1, std::memory_order_seq_cst);
-  if (s->reader_waiting_.load(std::memory_order_seq_cst)) {
-    s->read_butex_->fetch_add(1, std::memory_order_relaxed);
-    butex_wake(s->read_butex_);
+  c->nmsg_in_flight.fetch_sub(1, std::memory_order_seq_cst);
+  if (c->reader_waiting.load(std::memory_order_seq_cst)) {
+    c->read_butex->fetch_add(1, std::memory_order_relaxed);
+    butex_wake(c->read_butex);
   }
   // The postponed EOF goes when the message is destroyed (Destroy), which
   // an asynchronous handler does after it has answered.
   return nullptr;
 }
 
-void InputMessenger::ReleaseEOF(Socket* s) { s->CheckEOF(); }
+void InputMessenger::ReleaseEOF(Socket* s) {
+  MessengerConnection* const c = MessengerConnection::of_socket(s);
+  // acq_rel: the last message's effects happen before the failure.
+  // Graceful: the replies of the messages that ran are flushed before the
+  // connection closes (a peer that half-closed still reads them).
+  if (c->ninprocess.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    s->CloseGracefully(EEOF, "%s was closed by the peer", s->description().c_str());
+  }
+}
+
+void InputMessenger::SetEOF(Socket* s, MessengerConnection* c) {
+  if (!c->eof_seen.exchange(true, std::memory_order_acq_rel)) ReleaseEOF(s);
+}
 
 void InputMessageBase::Destroy() {
   if (!holds_eof_ || socket_ == nullptr) {
@@ -255,10 +329,13 @@ void InputMessageBase::Destroy() {
   }
   // Our own reference: DestroyImpl frees the message and its reference,
   // and the graceful close must come after (the reply the handler wrote is
-  // queued by now, so the close flushes it).
+  // queued by now, so the close flushes it). The reference also keeps the
+  // messenger alive (it outlives its connections) for MessageDone.
+  InputMessenger* const messenger = messenger_;
   SocketUniquePtr s = std::move(socket_);
   DestroyImpl();
   InputMessenger::ReleaseEOF(s.get());
+  messenger->MessageDone();
 }
 
 void InputMessenger::QueueMessage(InputMessageBase* msg, int* num_fibers) {
@@ -278,6 +355,11 @@ void InputMessenger::OnNewMessages(Socket* m) {
   if (messenger == nullptr || messenger->handlers_.empty()) {
     m->SetFailed(EINVAL, "%s: its user is not an InputMessenger with protocols",
                  m->description().c_str());
+    return;
+  }
+  MessengerConnection* const c = MessengerConnection::get_or_create(m);
+  if (c == nullptr) {
+    m->SetFailed(ENOMEM, "%s: no memory for its reading state", m->description().c_str());
     return;
   }
   int progress = Socket::PROGRESS_INIT;
@@ -305,14 +387,14 @@ void InputMessenger::OnNewMessages(Socket* m) {
     const int64_t max_unwritten = load_flag(FLAGS_weft_socket_max_unwritten_bytes);
     if (max_unwritten > 0 && m->unwritten_bytes() >= max_unwritten) {
       release_pending();
-      if (!PauseReading(m, OutputOvercrowded, max_unwritten / 2)) break;
+      if (!PauseReading(m, c, OutputOvercrowded, max_unwritten / 2)) break;
     }
     if (over_budget) {
       release_pending();
-      if (!PauseReading(m, OverReadBudget, load_flag(FLAGS_weft_max_read_buffer_bytes))) break;
+      if (!PauseReading(m, c, OverReadBudget, load_flag(FLAGS_weft_max_read_buffer_bytes))) break;
       over_budget = false;
     }
-    size_t once_read = m->avg_msg_size_ * 16;
+    size_t once_read = c->avg_msg_size * 16;
     if (once_read < MIN_ONCE_READ) once_read = MIN_ONCE_READ;
     if (once_read > MAX_ONCE_READ) once_read = MAX_ONCE_READ;
     // Bytes alone are not activity: complete messages are (below).
@@ -339,11 +421,11 @@ void InputMessenger::OnNewMessages(Socket* m) {
     size_t last_size = m->read_buf().size();
     for (;;) {
       size_t index = 0;
-      ParseResult pr = messenger->CutInputMessage(m, &index, read_eof);
+      ParseResult pr = messenger->CutInputMessage(m, c, &index, read_eof);
       if (!pr.is_ok()) {
         if (pr.error() == PARSE_ERROR_NOT_ENOUGH_DATA) {
           // Some protocols consume bytes without completing a message.
-          m->last_msg_size_ += last_size - m->read_buf().size();
+          c->last_msg_size += last_size - m->read_buf().size();
           break;
         }
         WEFT_NET_WARN("close %s: %s", m->description().c_str(), pr.error_str());
@@ -367,13 +449,13 @@ void InputMessenger::OnNewMessages(Socket* m) {
       }
       completed = true;
       // Moving average of message sizes, for the next read's size.
-      m->last_msg_size_ += last_size - cur_size;
+      c->last_msg_size += last_size - cur_size;
       last_size = cur_size;
-      m->avg_msg_size_ =
-          m->avg_msg_size_ == 0
-              ? m->last_msg_size_
-              : (m->avg_msg_size_ * (MSG_SIZE_WINDOW - 1) + m->last_msg_size_) / MSG_SIZE_WINDOW;
-      m->last_msg_size_ = 0;
+      c->avg_msg_size =
+          c->avg_msg_size == 0
+              ? c->last_msg_size
+              : (c->avg_msg_size * (MSG_SIZE_WINDOW - 1) + c->last_msg_size) / MSG_SIZE_WINDOW;
+      c->last_msg_size = 0;
 
       InputMessageBase* const msg = pr.message();
       if (msg == nullptr) continue;  // nothing to run (e.g. a keep-alive)
@@ -382,7 +464,7 @@ void InputMessenger::OnNewMessages(Socket* m) {
       msg->process_ = h.process;
       msg->arg_ = h.arg;
       m->ReAddress(&msg->socket_);
-      if (h.verify != nullptr && !m->verified_) {
+      if (h.verify != nullptr && !c->verified) {
         // Only this fiber reads the socket, so the first message is
         // verified here once, before anything of the connection runs.
         if (!h.verify(msg)) {
@@ -392,30 +474,35 @@ void InputMessenger::OnNewMessages(Socket* m) {
           failed = true;
           break;
         }
-        m->verified_ = true;
+        c->verified = true;
       }
       // At the cap, stop cutting (and so reading) until some finish. The
       // kept message is released first: it counts as in flight.
       const int cap = load_flag(FLAGS_weft_max_messages_in_flight_per_connection);
-      if (cap > 0 && m->nmsg_in_flight_.load(std::memory_order_relaxed) >= cap) {
+      if (cap > 0 && c->nmsg_in_flight.load(std::memory_order_relaxed) >= cap) {
         release_pending();
-        if (!PauseReading(m, TooManyInFlight, cap)) {
+        if (!PauseReading(m, c, TooManyInFlight, cap)) {
           msg->Destroy();
           failed = true;
           break;
         }
       }
       // Only this fiber increments; finishing messages decrement.
-      m->nmsg_in_flight_.fetch_add(1, std::memory_order_relaxed);
-      // The message keeps the connection's EOF pending until it has run.
-      m->PostponeEOF();
+      c->nmsg_in_flight.fetch_add(1, std::memory_order_relaxed);
+      // The message keeps the connection's EOF pending, and counts in the
+      // messenger's messages in flight, until it is destroyed. Relaxed: the
+      // message reaches its destroyer through a fiber start or the handler's
+      // own hand-off, which order this before the decrements.
+      c->ninprocess.fetch_add(1, std::memory_order_relaxed);
+      messenger->inflight_butex_->fetch_add(1, std::memory_order_relaxed);
       msg->holds_eof_ = true;
+      msg->messenger_ = messenger;
       if (last_msg != nullptr) QueueMessage(last_msg, &num_fibers);
       last_msg = msg;
     }
     // The idle timer moves on complete messages only.
-    if (completed) m->last_read_us_.store(coarse_now_us, std::memory_order_relaxed);
-    if (!failed && !read_eof && !CheckReadBounds(m, completed, coarse_now_us, &over_budget)) {
+    if (completed) m->MarkReadActivity(coarse_now_us);
+    if (!failed && !read_eof && !CheckReadBounds(m, c, completed, coarse_now_us, &over_budget)) {
       failed = true;
     }
     // One wake-up for all the fibers this read created. last_msg is run
@@ -428,7 +515,7 @@ void InputMessenger::OnNewMessages(Socket* m) {
   if (read_eof) {
     // Closed once the messages in flight have run (their replies can still
     // go out).
-    m->SetEOF();
+    SetEOF(m, c);
   }
   if (last_msg != nullptr) ProcessInputMessage(last_msg);
 }

@@ -49,13 +49,11 @@ std::atomic<int64_t> g_live_sockets{0};
 void SocketDeleter::operator()(Socket* s) const { s->Dereference(); }
 
 Socket::Socket()
-    : epollout_butex_(butex_create_checked<std::atomic<int>>()),
-      read_butex_(butex_create_checked<std::atomic<int>>()) {}
+    : epollout_butex_(butex_create_checked<std::atomic<int>>()) {}
 
 // Never runs: pool objects live for the whole process.
 Socket::~Socket() {
   butex_destroy(epollout_butex_);
-  butex_destroy(read_butex_);
 }
 
 int64_t Socket::live_count() { return g_live_sockets.load(std::memory_order_relaxed); }
@@ -67,10 +65,7 @@ int Socket::Create(const SocketOptions& options, SocketId* id) {
     // The pool built this slot when butex_create failed: try again.
     m->epollout_butex_ = butex_create_checked<std::atomic<int>>();
   }
-  if (m != nullptr && m->read_butex_ == nullptr) {
-    m->read_butex_ = butex_create_checked<std::atomic<int>>();
-  }
-  if (m == nullptr || m->epollout_butex_ == nullptr || m->read_butex_ == nullptr) {
+  if (m == nullptr || m->epollout_butex_ == nullptr) {
     if (m != nullptr) socket_pool().free(slot);
     if (options.fd >= 0) close(options.fd);
     *id = INVALID_SOCKET_ID;
@@ -103,16 +98,6 @@ int Socket::Create(const SocketOptions& options, SocketId* id) {
     std::lock_guard<std::mutex> guard(m->error_mu_);
     m->error_text_.clear();
   }
-  m->avg_msg_size_ = 0;
-  m->last_msg_size_ = 0;
-  m->preferred_index_ = -1;
-  m->verified_ = false;
-  m->ninprocess_.store(1, std::memory_order_relaxed);
-  m->eof_seen_.store(false, std::memory_order_relaxed);
-  m->read_buf_accounted_ = 0;
-  m->partial_since_us_.store(0, std::memory_order_relaxed);
-  m->nmsg_in_flight_.store(0, std::memory_order_relaxed);
-  m->reader_waiting_.store(false, std::memory_order_relaxed);
   m->in_bytes_.store(0, std::memory_order_relaxed);
   m->out_bytes_.store(0, std::memory_order_relaxed);
   const int64_t now_us = base::coarse_monotonic_ns() / 1000;
@@ -276,7 +261,8 @@ void Socket::OnRecycle() {
       GetGlobalEventDispatcher(prev_fd).RemoveConsumer(prev_fd);
     close(prev_fd);
   }
-  ReleaseReadBufferBudget();
+  // Before the user hears of the recycle: a context may refer to it.
+  DestroyContexts();
   read_buf_.clear();
   nevent_.store(0, std::memory_order_relaxed);
   on_edge_triggered_events_ = nullptr;
@@ -573,17 +559,24 @@ ssize_t Socket::DoRead(size_t size_hint, bool bytes_are_activity) {
   return nr;
 }
 
-void Socket::CheckEOF() {
-  // acq_rel: the last message's effects happen before the failure.
-  // Graceful: the replies of the messages that ran are flushed before the
-  // connection closes (a peer that half-closed still reads them).
-  if (ninprocess_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-    CloseGracefully(EEOF, "%s was closed by the peer", description().c_str());
+SocketContext* Socket::InitContext(SocketContext* ctx, SocketContextSlot slot) {
+  SocketContext* expected = nullptr;
+  // Release publishes the constructed context to context()'s acquire; the
+  // loser's acquire reads the winner's.
+  if (contexts_[static_cast<int>(slot)].compare_exchange_strong(
+          expected, ctx, std::memory_order_acq_rel, std::memory_order_acquire)) {
+    return ctx;
   }
+  delete ctx;
+  return expected;
 }
 
-void Socket::SetEOF() {
-  if (!eof_seen_.exchange(true, std::memory_order_acq_rel)) CheckEOF();
+void Socket::DestroyContexts() {
+  // After the last reference: nobody else can reach the slots (relaxed).
+  for (int slot : {static_cast<int>(SocketContextSlot::kProtocol),
+                   static_cast<int>(SocketContextSlot::kMessenger)}) {
+    delete contexts_[slot].exchange(nullptr, std::memory_order_relaxed);
+  }
 }
 
 int Socket::HandleEpollOut(SocketId id) {

@@ -38,6 +38,10 @@ struct Socket::WriteRequest {
   // there and fails the socket, so every request before it is flushed and
   // none after it is written.
   bool is_close = false;
+  // WriteOptions::on_written, called once when the request is written or
+  // fails (ReturnSuccessfulWriteRequest / ReturnFailedWriteRequest).
+  void (*on_written)(Socket*, int, void*) = nullptr;
+  void* on_written_arg = nullptr;
   // Link in a free list of the request pool (socket_write.cpp); unused
   // while the request is live.
   WriteRequest* pool_next = nullptr;

@@ -23,6 +23,7 @@
 #include "net_log.h"
 #include "net_metrics.h"
 #include "socket_internal.h"
+#include "weft/countdown_event.h"
 #include "weft/errno.h"
 #include "weft/net/socket.h"
 
@@ -139,6 +140,8 @@ void Socket::WriteRequest::Delete(WriteRequest* req) {
   req->socket = nullptr;
   req->accounted = 0;
   req->is_close = false;
+  req->on_written = nullptr;
+  req->on_written_arg = nullptr;
   LocalRequests* const list = local_requests();
   if (WEFT_UNLIKELY(list == nullptr)) {
     delete req;
@@ -172,22 +175,33 @@ int Socket::SetError(bthread_id_t id_wait, int error_code) {
 
 int Socket::ConductError(bthread_id_t id_wait) { return SetError(id_wait, non_zero_error_code()); }
 
+int Socket::RefuseWrite(const WriteOptions& opt, int error_code) {
+  if (opt.on_written != nullptr) opt.on_written(this, error_code, opt.on_written_arg);
+  return SetError(opt.id_wait, error_code);
+}
+
 int Socket::Write(IOBuf* data, const WriteOptions* options) {
   static const WriteOptions kDefaults;
   const WriteOptions& opt = options != nullptr ? *options : kDefaults;
-  if (data == nullptr || data->empty()) return SetError(opt.id_wait, EINVAL);
-  if (Failed()) return ConductError(opt.id_wait);
+  if (data == nullptr || data->empty()) return RefuseWrite(opt, EINVAL);
+  return PushWrite(data, opt);
+}
+
+int Socket::PushWrite(IOBuf* data, const WriteOptions& opt) {
+  if (Failed()) return RefuseWrite(opt, non_zero_error_code());
   // A graceful close refuses new writes (acquire: pairs with the release in
   // CloseGracefully). A write that read 0 just before the close may still
   // be pushed behind the close request: it is released as failed.
   const int close_code = close_error_code_.load(std::memory_order_acquire);
-  if (close_code != 0) return SetError(opt.id_wait, close_code);
+  if (close_code != 0) return RefuseWrite(opt, close_code);
   if (!opt.ignore_eovercrowded &&
       unwritten_bytes_.load(std::memory_order_relaxed) >= FLAGS_weft_socket_max_unwritten_bytes) {
-    return SetError(opt.id_wait, EOVERCROWDED);
+    return RefuseWrite(opt, EOVERCROWDED);
   }
   WriteRequest* const req = WriteRequest::New();
-  if (req == nullptr) return SetError(opt.id_wait, ENOMEM);
+  if (req == nullptr) return RefuseWrite(opt, ENOMEM);
+  req->on_written = opt.on_written;
+  req->on_written_arg = opt.on_written_arg;
   req->data.swap(*data);
   req->accounted = static_cast<int64_t>(req->data.size());
   // Counted before the request is visible to the writer, whose subtraction
@@ -242,11 +256,13 @@ int Socket::StartWrite(WriteRequest* req, const WriteOptions& opt) {
   // on sockets with an AppConnect: here the connect (and the AppConnect)
   // is done, since until KeepWrite took over after it nobody else could
   // become the writer, and KeepWrite writes the same fd the same way.
-  ssize_t nw;
-  do {
+  // An empty request (EnsureConnected's probe) has nothing to write.
+  ssize_t nw = 0;
+  while (!req->data.empty()) {
     nw = req->data.cut_into_file_descriptor(fd());
     // A signal interrupted the call: nothing was written, try again.
-  } while (nw < 0 && errno == EINTR);
+    if (nw >= 0 || errno != EINTR) break;
+  }
   if (nw < 0) {
     if (errno != EAGAIN) {
       saved_errno = errno;
@@ -302,7 +318,10 @@ void* Socket::KeepWrite(void* arg) {
       s->FinishGracefulClose(req);
       return nullptr;
     }
-    const ssize_t nw = s->DoWrite(req);
+    // Only an empty probe (EnsureConnected) can be left with no data here
+    // (return_written stops at the last request): nothing to write, and
+    // it must not wait for EPOLLOUT.
+    const ssize_t nw = req->data.empty() ? 1 : s->DoWrite(req);
     if (nw < 0) {
       // A signal interrupted the call (nothing was written): again.
       if (errno == EINTR) continue;
@@ -406,6 +425,7 @@ void Socket::ReturnSuccessfulWriteRequest(WriteRequest* req) {
   // the connection dies first (see ForgetWrittenId).
   if (req->id_wait.value != 0) KeepWrittenId(req->id_wait);
   unwritten_bytes_.fetch_sub(req->accounted, std::memory_order_relaxed);
+  if (req->on_written != nullptr) req->on_written(this, 0, req->on_written_arg);
   WriteRequest::Delete(req);
 }
 
@@ -429,6 +449,7 @@ void Socket::ReturnFailedWriteRequest(WriteRequest* req, int error_code) {
   // Reported before the bytes are uncounted: once unwritten_bytes() reads 0
   // after a failure, every failed writer has been told.
   if (req->id_wait.value != 0) bthread_id_error(req->id_wait, error_code);
+  if (req->on_written != nullptr) req->on_written(this, error_code, req->on_written_arg);
   unwritten_bytes_.fetch_sub(req->accounted, std::memory_order_release);
   WriteRequest::Delete(req);
 }
@@ -460,6 +481,52 @@ void Socket::AddOutputBytes(ssize_t n) {
   if (n <= 0) return;
   out_bytes_.fetch_add(n, std::memory_order_relaxed);
   last_write_us_.store(base::coarse_monotonic_ns() / 1000, std::memory_order_relaxed);
+}
+
+}  // namespace weft
+
+namespace weft {
+
+namespace {
+// EnsureConnected's wait: the probe's completion stores the outcome and
+// signals (CountdownEvent::signal touches nothing after the count, so the
+// waiter may return and free this at once).
+struct ConnectWait {
+  CountdownEvent done{1};
+  std::atomic<int> error_code{0};
+};
+}  // namespace
+
+int Socket::EnsureConnected(const timespec* abstime) {
+  if (Failed()) {
+    errno = non_zero_error_code();
+    return -1;
+  }
+  // Connected, with no AppConnect that could still be running.
+  if (fd() >= 0 && !app_connect_) return 0;
+  ConnectWait wait;
+  WriteOptions opt;
+  opt.abstime = abstime;
+  opt.ignore_eovercrowded = true;
+  opt.on_written = [](Socket*, int error_code, void* arg) {
+    ConnectWait* const w = static_cast<ConnectWait*>(arg);
+    // Relaxed: the signal's release (and wait's acquire) order it.
+    w->error_code.store(error_code, std::memory_order_relaxed);
+    w->done.signal();
+  };
+  opt.on_written_arg = &wait;
+  // An empty request goes through the write path like any other: it starts
+  // the connect if nobody has, or queues behind the writes (and the
+  // connect) in progress, and completes once everything before it is out.
+  IOBuf nothing;
+  PushWrite(&nothing, opt);
+  wait.done.wait();
+  const int rc = wait.error_code.load(std::memory_order_relaxed);
+  if (rc != 0) {
+    errno = rc;
+    return -1;
+  }
+  return 0;
 }
 
 }  // namespace weft

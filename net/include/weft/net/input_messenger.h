@@ -52,12 +52,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <time.h>
+
+#include <atomic>
 #include <vector>
 
 #include "weft/net/iobuf.h"
 #include "weft/net/socket.h"
 
 namespace weft {
+
+class InputMessenger;
+namespace net_internal {
+struct MessengerConnection;
+}  // namespace net_internal
 
 enum ParseError {
   PARSE_OK = 0,
@@ -104,9 +112,10 @@ class InputMessageBase {
  private:
   friend class InputMessenger;
   SocketUniquePtr socket_;
-  // Set when the message holds the connection's EOF pending (PostponeEOF);
-  // Destroy() lets it go.
+  // Set when the message holds the connection's EOF pending and counts in
+  // messenger_'s messages in flight; Destroy() lets both go.
   bool holds_eof_ = false;
+  InputMessenger* messenger_ = nullptr;
   void (*process_)(InputMessageBase*) = nullptr;
   const void* arg_ = nullptr;
   int64_t received_us_ = 0;
@@ -171,8 +180,9 @@ class InputMessenger : public SocketUser {
   // drained, the process total fell, the socket failed) this often.
   static constexpr int PAUSE_POLL_MS = 10;
 
-  InputMessenger() = default;
-  ~InputMessenger() override = default;
+  InputMessenger();
+  // Connections must be gone first (an Acceptor's destructor waits for it).
+  ~InputMessenger() override;
 
   // Registers a protocol; call before any connection uses the messenger.
   // Returns 0, or -1 with errno EINVAL (no parse or process).
@@ -181,6 +191,21 @@ class InputMessenger : public SocketUser {
 
   // The reading callback of sockets whose user is an InputMessenger.
   static void OnNewMessages(Socket* m);
+
+  // Messages cut from this messenger's connections and not yet destroyed
+  // (a handler that answers later keeps its message until then): what a
+  // server drains before it closes. Any thread.
+  int64_t messages_in_flight() const;
+  // Blocks until messages_in_flight() is 0 (0), or abstime (CLOCK_REALTIME;
+  // nullptr: no limit) passes (-1, errno ETIMEDOUT). Messages cut after it
+  // returns are the caller's business (stop the connections first). May
+  // suspend; fiber or pthread.
+  int WaitNoMessagesInFlight(const timespec* abstime = nullptr);
+
+  // When the partial message m's messenger is waiting the rest of began to
+  // arrive (coarse CLOCK_MONOTONIC µs), 0 when none. Any thread holding a
+  // reference to m (relaxed: a hint for timeouts).
+  static int64_t partial_message_since_us(const Socket* m);
 
  protected:
   // Fails m (ETIMEDOUT) when its partial message began more than
@@ -191,7 +216,8 @@ class InputMessenger : public SocketUser {
  private:
   // Cuts one message from m's read buffer with m's protocol (choosing it on
   // the first message). *index receives the handler used.
-  ParseResult CutInputMessage(Socket* m, size_t* index, bool read_eof);
+  ParseResult CutInputMessage(Socket* m, net_internal::MessengerConnection* c, size_t* index,
+                              bool read_eof);
   friend class InputMessageBase;
   // Runs a message's process (fiber entry). The connection's postponed EOF
   // goes when the message is destroyed (ReleaseEOF).
@@ -199,24 +225,32 @@ class InputMessenger : public SocketUser {
   // The end of a message that held the connection's EOF
   // (InputMessageBase::Destroy).
   static void ReleaseEOF(Socket* s);
+  // The peer closed: the connection closes once no message holds it.
+  static void SetEOF(Socket* s, net_internal::MessengerConnection* c);
+  // A message counted in messages_in_flight() was destroyed.
+  void MessageDone();
   // Starts a fiber for msg with BTHREAD_NOSIGNAL (the caller flushes).
   static void QueueMessage(InputMessageBase* msg, int* num_fibers);
   // Suspends m's reading fiber while must_wait(m, arg) holds, re-checking
   // when a message of m finishes and every PAUSE_POLL_MS. False (at once)
   // when m failed.
-  static bool PauseReading(Socket* m, bool (*must_wait)(const Socket*, int64_t), int64_t arg);
+  static bool PauseReading(Socket* m, net_internal::MessengerConnection* c,
+                           bool (*must_wait)(const Socket*, int64_t), int64_t arg);
   static bool TooManyInFlight(const Socket* m, int64_t cap);
   static bool OutputOvercrowded(const Socket* m, int64_t limit);
   static bool OverReadBudget(const Socket* m, int64_t cap);
   // Brings m's share of the process-wide read-buffer count to its read
   // buffer's size. Reading fiber only. Returns the new total.
-  static int64_t UpdateReadBufferBudget(Socket* m);
+  static int64_t UpdateReadBufferBudget(Socket* m, net_internal::MessengerConnection* c);
   // After a read was cut: enforces the body size, read timeout and process
   // read-buffer cap (see the top of this file). False when m was failed;
   // *over_budget: m must not read until the total is under the cap.
-  static bool CheckReadBounds(Socket* m, bool completed, int64_t now_us, bool* over_budget);
+  static bool CheckReadBounds(Socket* m, net_internal::MessengerConnection* c, bool completed,
+                              int64_t now_us, bool* over_budget);
 
   std::vector<InputMessageHandler> handlers_;
+  // The count of messages_in_flight(), as a butex word for the waiters.
+  std::atomic<int>* const inflight_butex_;
 };
 
 }  // namespace weft

@@ -48,6 +48,22 @@ class SocketUser {
   virtual void BeforeRecycle(Socket*) {}
 };
 
+// Per-connection state kept on a socket by whoever drives it: a protocol's
+// partial parse, pipelining queue or authentication verdict, or the
+// InputMessenger's own bookkeeping. The socket owns it and deletes it when
+// the socket recycles (after the last reference, before the SocketUser's
+// BeforeRecycle), so it never outlives the connection and is never shared
+// between connections (unlike the SocketUser, which all connections of a
+// server share).
+class SocketContext {
+ public:
+  virtual ~SocketContext() = default;
+};
+
+// A socket's context slots: one for the InputMessenger (or whatever reading
+// callback drives the socket), one for the protocol or user on top of it.
+enum class SocketContextSlot : int { kMessenger = 0, kProtocol = 1 };
+
 // A hook run after TCP connects and before any queued write goes out (a TLS
 // handshake, a protocol greeting). StartConnect must eventually call
 // done(0, data) on success or done(errno, data) on failure, from any thread.
@@ -95,6 +111,16 @@ class Socket {
     const timespec* abstime = nullptr;
     // Accept the write even past --weft_socket_max_unwritten_bytes.
     bool ignore_eovercrowded = false;
+    // Write completion: called exactly once for every Write given it, with
+    // 0 once the last byte of this write went to the kernel, or with the
+    // error that ended it (refused, the socket failed or closed first).
+    // On refusal it runs before Write returns. It runs in the writing
+    // context (the caller, a KeepWrite fiber, or a failing thread) and must
+    // not block: start a fiber for anything slow. The socket is alive for
+    // the call (the writer holds a reference). Uses: close once a reply is
+    // flushed, return a pooled connection once its request is out.
+    void (*on_written)(Socket* s, int error_code, void* arg) = nullptr;
+    void* on_written_arg = nullptr;
   };
 
   // Progress value a reading callback starts MoreReadEvents with.
@@ -164,6 +190,28 @@ class Socket {
   // (if any) hears the error.
   int Write(IOBuf* data, const WriteOptions* options = nullptr);
 
+  // Connects now (for pools that hand out ready connections): for a client
+  // socket that has not connected yet, starts the connect (and AppConnect)
+  // as a first Write would and blocks the calling fiber (or pthread) until
+  // it is done; writes queued meanwhile keep their order. Returns 0 once
+  // connected (at once if the socket already is), or -1 with errno: the
+  // connect's error (the socket then failed), ETIMEDOUT past abstime
+  // (CLOCK_REALTIME; nullptr: the socket's connect_timeout_ms), or the
+  // socket's error if it failed. May suspend.
+  int EnsureConnected(const timespec* abstime = nullptr);
+
+  // The context in `slot`, or nullptr. Any thread; the context lives until
+  // the socket recycles, so a caller holding a reference may use it.
+  // Acquire: pairs with InitContext's release (the context's fields as
+  // constructed are visible).
+  SocketContext* context(SocketContextSlot slot = SocketContextSlot::kProtocol) const {
+    return contexts_[static_cast<int>(slot)].load(std::memory_order_acquire);
+  }
+  // Installs ctx in `slot` unless one is there: returns ctx, or (deleting
+  // ctx) the context installed first. Any thread; one CAS.
+  SocketContext* InitContext(SocketContext* ctx,
+                             SocketContextSlot slot = SocketContextSlot::kProtocol);
+
   // Reads at most size_hint bytes into read_buf(). As read(2). Bytes read
   // refresh last_active_us() unless bytes_are_activity is false: then the
   // caller says what activity is (InputMessenger: a complete message), so a
@@ -203,11 +251,11 @@ class Socket {
   // CLOCK_MONOTONIC microseconds (coarse) of the last read activity (see
   // DoRead) or write that moved bytes.
   int64_t last_active_us() const;
-  // CLOCK_MONOTONIC microseconds (coarse) when the message the
-  // InputMessenger is still waiting the rest of began to arrive; 0 when no
-  // partial message is buffered. Any thread (relaxed: a hint for timeouts).
-  int64_t partial_message_since_us() const {
-    return partial_since_us_.load(std::memory_order_relaxed);
+  // Records read activity at now_us (coarse CLOCK_MONOTONIC µs): for
+  // reading callbacks that say what activity is (DoRead's
+  // bytes_are_activity = false). Any thread.
+  void MarkReadActivity(int64_t now_us) {
+    last_read_us_.store(now_us, std::memory_order_relaxed);
   }
 
   // Sockets currently alive (created and not yet recycled), process-wide.
@@ -222,19 +270,11 @@ class Socket {
  private:
   friend struct SocketDeleter;
   friend class EventDispatcher;
-  friend class InputMessenger;
 
-  // EOF handling of InputMessenger: the connection fails (EEOF) only once
-  // the peer closed (SetEOF) and every message cut from it has run.
   // Formats the failure's text into error_text_ (under error_mu_).
   void StoreErrorText(const char* fmt, va_list ap);
-
-  void PostponeEOF() { ninprocess_.fetch_add(1, std::memory_order_relaxed); }
-  void CheckEOF();
-  void SetEOF();
-  // Gives this socket's share of the process-wide read-buffer count back
-  // (input_messenger.cpp); called when the socket recycles.
-  void ReleaseReadBufferBudget();
+  // Deletes the contexts (protocol first); OnRecycle.
+  void DestroyContexts();
 
   // Drops one reference; recycles the socket when it was the last one.
   int Dereference();
@@ -253,6 +293,11 @@ class Socket {
   static void* ProcessEvent(void* arg);
 
   // Write path (socket_write.cpp).
+  // Write without the empty-data check (EnsureConnected pushes an empty
+  // request).
+  int PushWrite(IOBuf* data, const WriteOptions& opt);
+  // A write refused before it was queued: on_written, then SetError.
+  int RefuseWrite(const WriteOptions& opt, int error_code);
   int StartWrite(WriteRequest* req, const WriteOptions& opt);
   static void* KeepWrite(void* arg);
   ssize_t DoWrite(WriteRequest* req);
@@ -337,28 +382,8 @@ class Socket {
   mutable std::mutex error_mu_;
   std::string error_text_;  // guarded by error_mu_
 
-  // InputMessenger's per-connection state; only the reading fiber (one at
-  // a time) touches the plain fields.
-  size_t avg_msg_size_ = 0;
-  size_t last_msg_size_ = 0;
-  int preferred_index_ = -1;
-  bool verified_ = false;
-  // Messages in flight + 1 until EOF was seen (see PostponeEOF).
-  std::atomic<int> ninprocess_{1};
-  std::atomic<bool> eof_seen_{false};
-  // Bytes of read_buf_ counted in the process-wide read-buffer total; the
-  // reading fiber alone changes it, OnRecycle (after the last reference)
-  // gives it back.
-  size_t read_buf_accounted_ = 0;
-  // See partial_message_since_us(); stored by the reading fiber only.
-  std::atomic<int64_t> partial_since_us_{0};
-  // Messages cut and not yet processed (--weft_max_messages_in_flight_per_
-  // connection), and the reading fiber's pause: it sets reader_waiting_ and
-  // sleeps on read_butex_; a finishing message that sees the flag bumps and
-  // wakes the butex (the seq_cst protocol is in input_messenger.cpp).
-  std::atomic<int> nmsg_in_flight_{0};
-  std::atomic<bool> reader_waiting_{false};
-  std::atomic<int>* read_butex_ = nullptr;
+  // See context(); owned, deleted at recycle.
+  std::atomic<SocketContext*> contexts_[2] = {};
 
   std::atomic<int64_t> in_bytes_{0};
   std::atomic<int64_t> out_bytes_{0};
