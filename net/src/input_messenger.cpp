@@ -8,6 +8,7 @@
 
 #include "base/time_util.h"
 #include "net_log.h"
+#include "serving_connection.h"
 #include "weft/bthread.h"
 #include "weft/butex.h"
 #include "weft/errno.h"
@@ -234,7 +235,12 @@ void* InputMessenger::ProcessInputMessage(void* arg) {
   // before returning.
   SocketUniquePtr s;
   msg->socket()->ReAddress(&s);
-  msg->process_(msg);
+  {
+    // Acceptor::StopAccept called from this handler must not wait for this
+    // connection (it cannot recycle while we run).
+    net_internal::ServingConnectionScope serving(s->id());
+    msg->process_(msg);
+  }
   // seq_cst on both: PauseReading's protocol (see there).
   s->nmsg_in_flight_.fetch_sub(1, std::memory_order_seq_cst);
   if (s->reader_waiting_.load(std::memory_order_seq_cst)) {

@@ -345,4 +345,119 @@ TEST(OffDispatcherTest, AppConnectThatNeverFinishesIsBoundedByTheWritesAbstime) 
   ExpectSilentAppConnectTimesOut(true);
 }
 
+// ---------------------------------------------------------------------------
+// 4. A handler may stop its own acceptor.
+
+// One-byte messages: 'S' stops the acceptor, anything else is echoed.
+struct ByteMessage : public weft::InputMessageBase {
+  char c = 0;
+};
+
+std::atomic<int> g_stops_returned{0};
+// 'S' handlers wait (bounded) until this many have arrived, so that they
+// all call StopAccept while the others are still running.
+std::atomic<int> g_stoppers_expected{1};
+std::atomic<int> g_stoppers_entered{0};
+
+weft::ParseResult ParseByte(IOBuf* source, Socket*, bool, const void*) {
+  if (source->empty()) return weft::ParseResult::Error(weft::PARSE_ERROR_NOT_ENOUGH_DATA);
+  auto* msg = new ByteMessage;
+  source->cutn(&msg->c, 1);
+  return weft::ParseResult::Ok(msg);
+}
+
+void ProcessByte(weft::InputMessageBase* base) {
+  auto* msg = static_cast<ByteMessage*>(base);
+  if (msg->c == 'S') {
+    g_stoppers_entered.fetch_add(1);
+    FiberWaitUntil([] { return g_stoppers_entered.load() >= g_stoppers_expected.load(); }, kLong);
+    // The handler's own connection is one of the acceptor's.
+    auto* acceptor = static_cast<Acceptor*>(msg->socket()->user());
+    acceptor->StopAccept();
+    g_stops_returned.fetch_add(1);
+  } else {
+    IOBuf reply;
+    reply.append(&msg->c, 1);
+    msg->socket()->Write(&reply);
+  }
+  msg->Destroy();
+}
+
+// True once fd reads EOF (after any bytes) within the limit.
+bool SeesEof(int fd) {
+  const int64_t deadline = now_ms() + kLong.count();
+  char buf[256];
+  while (now_ms() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) continue;
+    const ssize_t n = read(fd, buf, sizeof(buf));
+    if (n == 0) return true;
+    if (n < 0 && errno != EINTR && errno != EAGAIN) return errno == ECONNRESET;
+  }
+  return false;
+}
+
+// stop_message: what the stopping client sends. "S" is the only message of
+// its read (run in the reading fiber); "Sa" makes it a message that is not
+// the last of its read (run in a fiber of its own, if both bytes arrive in
+// one read).
+// stoppers: how many clients send it at once (their handlers must not wait
+// for each other's connections either).
+void ExpectHandlerStopsItsOwnAcceptor(const char* stop_message, int stoppers = 1) {
+  constexpr int kClients = 3;
+  g_stops_returned = 0;
+  g_stoppers_entered = 0;
+  g_stoppers_expected = stoppers;
+  Acceptor acceptor;
+  weft::InputMessageHandler h;
+  h.parse = ParseByte;
+  h.process = ProcessByte;
+  h.name = "byte";
+  ASSERT_EQ(0, acceptor.AddHandler(h));
+  const int lfd = weft::tcp_listen(EndPoint::loopback(0), 16);
+  ASSERT_GE(lfd, 0);
+  const EndPoint ep = weft::get_local_side(lfd);
+  ASSERT_EQ(0, acceptor.StartAccept(lfd, 0));
+  int fds[kClients];
+  for (int i = 0; i < kClients; ++i) {
+    fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_EQ(0, connect(fds[i], ep.addr(), ep.addr_len()));
+    ASSERT_EQ(1, write(fds[i], "a", 1));
+    ASSERT_EQ("a", weft::test::read_until(fds[i], 1, kLong.count()));
+  }
+  ASSERT_EQ(static_cast<size_t>(kClients), acceptor.ConnectionCount());
+  {
+    // Before the fix StopAccept waits for the handler's own connection,
+    // which cannot recycle while the handler runs: a deadlock.
+    Watchdog watchdog("StopAccept called from a handler of its own connection",
+                      milliseconds(10000 * kTimeScale));
+    const ssize_t len = static_cast<ssize_t>(strlen(stop_message));
+    for (int i = 0; i < stoppers; ++i) ASSERT_EQ(len, write(fds[i], stop_message, len));
+    ASSERT_TRUE(wait_until([&] { return g_stops_returned.load() == stoppers; }, kLong));
+    // Every connection is closed, the caller's own included.
+    for (int i = 0; i < kClients; ++i) EXPECT_TRUE(SeesEof(fds[i])) << "client " << i;
+    // A later StopAccept from outside waits for everything.
+    acceptor.StopAccept();
+    EXPECT_EQ(0u, acceptor.ConnectionCount());
+  }
+  // Stopped for good: it starts again.
+  const int lfd2 = weft::tcp_listen(EndPoint::loopback(0), 16);
+  ASSERT_GE(lfd2, 0);
+  EXPECT_EQ(0, acceptor.StartAccept(lfd2, 0));
+  acceptor.StopAccept();
+  for (const int fd : fds) close(fd);
+}
+
+TEST(OffDispatcherTest, StopAcceptFromAHandlerDoesNotWaitForItsOwnConnection) {
+  ExpectHandlerStopsItsOwnAcceptor("S");
+}
+
+TEST(OffDispatcherTest, StopAcceptFromAPipelinedHandlerDoesNotWaitForItsOwnConnection) {
+  ExpectHandlerStopsItsOwnAcceptor("Sa");
+}
+
+TEST(OffDispatcherTest, HandlersStoppingTheirAcceptorAtOnceDoNotWaitForEachOther) {
+  ExpectHandlerStopsItsOwnAcceptor("S", 2);
+}
+
 }  // namespace
