@@ -460,4 +460,62 @@ TEST(OffDispatcherTest, HandlersStoppingTheirAcceptorAtOnceDoNotWaitForEachOther
   ExpectHandlerStopsItsOwnAcceptor("S", 2);
 }
 
+// A reading callback of its own (no InputMessenger): 'S' stops the
+// acceptor from the reading fiber itself, anything else is echoed.
+void StopOnS(Socket* s) {
+  int progress = Socket::PROGRESS_INIT;
+  do {
+    for (;;) {
+      const ssize_t n = s->DoRead(4096);
+      if (n > 0) continue;
+      if (n == 0) {
+        s->SetFailed(EEOF, "closed");
+        return;
+      }
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN) {
+        s->SetFailed(errno, "read failed");
+        return;
+      }
+      break;
+    }
+    std::string got;
+    s->read_buf().cutn(&got, s->read_buf().size());
+    if (got.find('S') != std::string::npos) {
+      static_cast<Acceptor*>(s->user())->StopAccept();
+      g_stops_returned.fetch_add(1);
+    } else if (!got.empty()) {
+      IOBuf reply;
+      reply.append(got);
+      s->Write(&reply);
+    }
+  } while (s->MoreReadEvents(&progress));
+}
+
+TEST(OffDispatcherTest, StopAcceptFromAReadingCallbackDoesNotWaitForItsOwnConnection) {
+  g_stops_returned = 0;
+  Acceptor acceptor(StopOnS);
+  const int lfd = weft::tcp_listen(EndPoint::loopback(0), 16);
+  ASSERT_GE(lfd, 0);
+  const EndPoint ep = weft::get_local_side(lfd);
+  ASSERT_EQ(0, acceptor.StartAccept(lfd, 0));
+  int fds[2];
+  for (int& fd : fds) {
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_EQ(0, connect(fd, ep.addr(), ep.addr_len()));
+    ASSERT_EQ(1, write(fd, "a", 1));
+    ASSERT_EQ("a", weft::test::read_until(fd, 1, kLong.count()));
+  }
+  {
+    Watchdog watchdog("StopAccept called from a reading callback of its own connection",
+                      milliseconds(10000 * kTimeScale));
+    ASSERT_EQ(1, write(fds[0], "S", 1));
+    ASSERT_TRUE(wait_until([] { return g_stops_returned.load() == 1; }, kLong));
+    for (const int fd : fds) EXPECT_TRUE(SeesEof(fd));
+    acceptor.StopAccept();
+    EXPECT_EQ(0u, acceptor.ConnectionCount());
+  }
+  for (const int fd : fds) close(fd);
+}
+
 }  // namespace
