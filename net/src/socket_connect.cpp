@@ -450,8 +450,7 @@ void Socket::FinishConnect(PendingConnect* pc, int err, bool tcp) {
     s->SetFailed(err, "fail to connect %s: %s", s->description().c_str(), strerror(err));
   } else {
     s->SetFailed(err, "the AppConnect of %s failed%s: %s", s->description().c_str(),
-                 err == ETIMEDOUT ? " to finish before the connect deadline" : "",
-                 strerror(err));
+                 err == ETIMEDOUT ? " to finish before the connect deadline" : "", strerror(err));
   }
   s->ReleaseAllFailedWriteRequests(req);
 }

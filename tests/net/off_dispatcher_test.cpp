@@ -70,8 +70,7 @@ struct Gate {
   std::atomic<bool> open{false};
   // From a fiber or a pthread; true if the gate opened within the limit.
   bool Wait() {
-    return FiberWaitUntil([this] { return open.load(std::memory_order_acquire); },
-                          kSlowCodeLimit);
+    return FiberWaitUntil([this] { return open.load(std::memory_order_acquire); }, kSlowCodeLimit);
   }
 };
 
@@ -296,8 +295,8 @@ void ExpectSilentAppConnectTimesOut(bool by_abstime) {
   ASSERT_EQ(0, Socket::Address(NewAppClient(backlog.ep(), app, by_abstime ? 0 : kTimeoutMs), &s));
   IdWatch* const first = IdWatch::New(true);
   IdWatch* const second = IdWatch::New(true);
-  timespec deadline = weft::base::ns_to_timespec(weft::base::realtime_ns() +
-                                                 kTimeoutMs * 1000000LL);
+  timespec deadline =
+      weft::base::ns_to_timespec(weft::base::realtime_ns() + kTimeoutMs * 1000000LL);
   Socket::WriteOptions wo;
   wo.id_wait = first->id;
   if (by_abstime) wo.abstime = &deadline;
@@ -322,8 +321,7 @@ void ExpectSilentAppConnectTimesOut(bool by_abstime) {
     // The socket recycles (no reference left behind) and its AppConnect is
     // told.
     EXPECT_TRUE(LiveCountBackTo(baseline));
-    EXPECT_TRUE(wait_until([&] { return app->stops.load(std::memory_order_acquire) == 1; },
-                           kLong));
+    EXPECT_TRUE(wait_until([&] { return app->stops.load(std::memory_order_acquire) == 1; }, kLong));
   }
   // A late done, even twice, is harmless (ASan would see a freed context).
   // Before the fix it is what finally releases the socket.
