@@ -11,6 +11,7 @@
 #include "base/time_util.h"
 #include "messenger_connection.h"
 #include "net_log.h"
+#include "serving_connection.h"
 #include "weft/bthread.h"
 #include "weft/butex.h"
 #include "weft/errno.h"
@@ -294,7 +295,12 @@ void* InputMessenger::ProcessInputMessage(void* arg) {
   // before returning.
   SocketUniquePtr s;
   msg->socket()->ReAddress(&s);
-  msg->process_(msg);
+{
+    // Acceptor::StopAccept called from this handler must not wait for this
+    // connection (it cannot recycle while we run).
+    net_internal::ServingConnectionScope serving(s->id());
+    msg->process_(msg);
+  }
   // Alive while s is held (the socket owns it).
   MessengerConnection* const c = MessengerConnection::of_socket(s.get());
   // seq_cst on both: PauseReading's protocol (see there).

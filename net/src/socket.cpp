@@ -585,6 +585,9 @@ int Socket::HandleEpollOut(SocketId id) {
   // be handled (and its waiter woken), hence FailedAsWell.
   if (AddressFailedAsWell(id, &s) < 0) return -1;
   EpollOutRequest* const req = net_internal::as_epollout_request(s->user());
+  // A connect's outcome. This runs in the dispatcher fiber: the callback
+  // (KeepWriteIfConnected) only starts the connecting fiber, which runs the
+  // AppConnect and the id_wait handlers (socket_connect.cpp).
   if (req != nullptr) return s->HandleEpollOutRequest(0, req);
   s->epollout_butex_->fetch_add(1, std::memory_order_release);
   butex_wake_except(s->epollout_butex_, 0);

@@ -65,13 +65,26 @@ class SocketContext {
 enum class SocketContextSlot : int { kMessenger = 0, kProtocol = 1 };
 
 // A hook run after TCP connects and before any queued write goes out (a TLS
-// handshake, a protocol greeting). StartConnect must eventually call
-// done(0, data) on success or done(errno, data) on failure, from any thread.
+// handshake, a protocol greeting).
+//
+// StartConnect runs in a fiber of its own (the connecting fiber, never the
+// dispatcher's), so it may block or suspend without stalling other sockets.
+// It calls done(0, data) on success or done(errno, data) on failure, once,
+// from any thread, inside StartConnect or later. The handshake is bounded by
+// the connect's deadline (WriteOptions::abstime of the write that connects,
+// else SocketOptions::connect_timeout_ms; none if neither is set): past it
+// the socket fails with ETIMEDOUT, every queued write's id_wait hears it,
+// and StopConnect follows when the socket recycles. A done that comes after
+// that (or a second done) does nothing; `data` is a versioned name, never a
+// pointer that could dangle. On failure the queued writes' id_wait handlers
+// run in the connecting fiber, or in a fresh fiber when done is called from
+// elsewhere.
 class AppConnect {
  public:
   virtual ~AppConnect() = default;
   virtual void StartConnect(Socket* s, void (*done)(int err, void* data), void* data) = 0;
-  // The socket is recycling; drop any reference to it.
+  // The socket is recycling; drop any reference to it. done may still be
+  // called (it is then a no-op).
   virtual void StopConnect(Socket*) {}
 };
 
@@ -324,14 +337,25 @@ class Socket {
   int ConductError(bthread_id_t id_wait);
 
   // Connect path (socket_connect.cpp).
+  struct PendingConnect;
   int ConnectIfNot(const timespec* abstime, WriteRequest* req);
   int Connect(const timespec* abstime, int (*on_connect)(int fd, int err, void* data), void* data);
   int CheckConnected(int sockfd);
   int HandleEpollOutRequest(int error_code, EpollOutRequest* req);
   static void HandleEpollOutTimeout(void* arg);
+  // Starts the connecting fiber (RunCheckConnected); data is a
+  // PendingConnect.
   static int KeepWriteIfConnected(int fd, int err, void* data);
+  static void* RunCheckConnected(void* arg);
   static void CheckConnectedAndKeepWrite(int fd, int err, void* data);
+  void StartAppConnect(PendingConnect* pc);
+  // The AppConnect's done; data names the handshake (a bthread_id).
   static void AfterAppConnected(int err, void* data);
+  static void OnAppConnectTimeout(void* arg);
+  // Ends the connect: starts KeepWrite, or fails the socket and the queued
+  // requests. tcp: err is the TCP connect's (timeouts count toward
+  // --weft_connect_timeout_as_unreachable), else the AppConnect's.
+  static void FinishConnect(PendingConnect* pc, int err, bool tcp);
 
   // High 32 bits: version; low 32 bits: references. Version == id version:
   // healthy; id version + 1: failed; anything else: recycled (the slot may
