@@ -171,7 +171,7 @@ class InputMessenger : public SocketUser {
   // drained, the process total fell, the socket failed) this often.
   static constexpr int PAUSE_POLL_MS = 10;
 
-  InputMessenger() = default;
+  InputMessenger() : SocketUser(Kind::kInputMessenger) {}
   ~InputMessenger() override = default;
 
   // Registers a protocol; call before any connection uses the messenger.
