@@ -234,6 +234,7 @@ void Acceptor::OnNewConnectionsUntilEAGAIN(Socket* acception) {
     }
     SocketOptions options;
     options.fd = in_fd;
+    options.fd_nonblocking_cloexec = true;  // accept4's flags above
     options.remote_side = EndPoint(reinterpret_cast<const sockaddr*>(&addr), addr_len);
     options.user = am;
     options.on_edge_triggered_events = OnConnectionEvents;

@@ -95,7 +95,7 @@ MessengerConnection* MessengerConnection::get_or_create(Socket* m) {
 }
 
 InputMessenger::InputMessenger()
-    : inflight_butex_(butex_create_checked<std::atomic<int>>()) {
+    : SocketUser(Kind::kInputMessenger), inflight_butex_(butex_create_checked<std::atomic<int>>()) {
   if (inflight_butex_ == nullptr) {
     fprintf(stderr, "weft net: no memory for an InputMessenger\n");
     abort();
@@ -357,7 +357,12 @@ void InputMessenger::QueueMessage(InputMessageBase* msg, int* num_fibers) {
 }
 
 void InputMessenger::OnNewMessages(Socket* m) {
-  InputMessenger* const messenger = dynamic_cast<InputMessenger*>(m->user());
+  // The tag, not a dynamic_cast: this runs for every input event.
+  SocketUser* const user = m->user();
+  InputMessenger* const messenger =
+      user != nullptr && user->user_kind() == SocketUser::Kind::kInputMessenger
+          ? static_cast<InputMessenger*>(user)
+          : nullptr;
   if (messenger == nullptr || messenger->handlers_.empty()) {
     m->SetFailed(EINVAL, "%s: its user is not an InputMessenger with protocols",
                  m->description().c_str());

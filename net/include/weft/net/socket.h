@@ -44,8 +44,20 @@ class Socket;
 // The owner of a socket's `user` slot: told just before the socket recycles.
 class SocketUser {
  public:
+  // The users net/ itself looks for on every event: a tag set by their
+  // constructors replaces a dynamic_cast per event.
+  enum class Kind : uint8_t { kOther, kInputMessenger, kEpollOutRequest };
+  SocketUser() = default;
   virtual ~SocketUser() = default;
   virtual void BeforeRecycle(Socket*) {}
+  Kind user_kind() const { return kind_; }
+
+ protected:
+  // Only the classes named by the tag pass it (a static_cast follows it).
+  explicit SocketUser(Kind kind) : kind_(kind) {}
+
+ private:
+  const Kind kind_ = Kind::kOther;
 };
 
 // Per-connection state kept on a socket by whoever drives it: a protocol's
@@ -92,6 +104,9 @@ struct SocketOptions {
   // An fd the socket takes over (closed at recycle), or -1 for a client
   // socket that connects to remote_side on its first write.
   int fd = -1;
+  // fd already has O_NONBLOCK and FD_CLOEXEC (accept4 or socket with
+  // SOCK_NONBLOCK | SOCK_CLOEXEC): Create skips the fcntl calls that set them.
+  bool fd_nonblocking_cloexec = false;
   EndPoint remote_side;
   // Told (BeforeRecycle) when the socket recycles; the socket never deletes
   // it (a user may delete itself there).
@@ -300,8 +315,9 @@ class Socket {
   void OnRecycle();
   // Adopts fd (non-blocking, close-on-exec, TCP_NODELAY, buffer sizes,
   // epoll). On failure fd_ is -1 and fd still belongs to the caller.
-  int ResetFileDescriptor(int fd);
-  int SetUpFileDescriptor(int fd);
+  // flags_set: fd has O_NONBLOCK and FD_CLOEXEC already.
+  int ResetFileDescriptor(int fd, bool flags_set = false);
+  int SetUpFileDescriptor(int fd, bool flags_set = false);
 
   static void* ProcessEvent(void* arg);
 
