@@ -85,6 +85,7 @@ int Socket::Create(const SocketOptions& options, SocketId* id) {
   m->keytable_pool_ = options.keytable_pool;
   m->connect_timeout_ms_ = options.connect_timeout_ms;
   m->connect_id_.store(INVALID_SOCKET_ID, std::memory_order_relaxed);
+  m->app_connect_id_.store(0, std::memory_order_relaxed);
   m->nevent_.store(0, std::memory_order_relaxed);
   m->error_code_.store(0, std::memory_order_relaxed);
   m->close_error_code_.store(0, std::memory_order_relaxed);
@@ -355,6 +356,11 @@ int Socket::SetFailed(int error_code, const char* fmt, ...) {
       if (req != nullptr) temp->HandleEpollOutRequest(ECANCELED, req);
     }
   }
+  // A handshake in progress ends now too (its queued requests hear this
+  // socket's error). seq_cst pairs with StartAppConnect's store and Failed()
+  // check: either it sees the id here or it sees the socket failed.
+  const uint64_t app_id = app_connect_id_.exchange(0, std::memory_order_seq_cst);
+  if (app_id != 0) EndAppConnectInFiber(app_id, error_code);
   // Wake KeepWrite (and anyone in WaitEpollOut): it re-checks and fails its
   // queued requests. The increment makes a waiter that has read the old
   // value but not yet slept return at once.

@@ -379,6 +379,14 @@ void Socket::StartAppConnect(PendingConnect* pc) {
     }
     bthread_id_unlock(id);
   }
+  // Published for SetFailed, then checked: a failure before the store
+  // found no id, so end the handshake here (seq_cst on both sides, see
+  // SetFailed).
+  app_connect_id_.store(id.value, std::memory_order_seq_cst);
+  if (Failed()) {
+    const uint64_t mine = app_connect_id_.exchange(0, std::memory_order_seq_cst);
+    if (mine != 0) EndAppConnectInFiber(mine, non_zero_error_code());
+  }
   app->StartConnect(this, AfterAppConnected, reinterpret_cast<void*>(id.value));
 }
 
@@ -417,17 +425,32 @@ void Socket::OnAppConnectTimeout(void* arg) {
   // Runs on the timer thread: failing the socket calls users' id_wait
   // handlers, and the id lock may wait for StartAppConnect, so move to a
   // fiber.
-  void* (*const run)(void*) = [](void* id_arg) -> void* {
-    const bthread_id_t id{reinterpret_cast<uint64_t>(id_arg)};
+  EndAppConnectInFiber(reinterpret_cast<uint64_t>(arg), ETIMEDOUT);
+}
+
+void Socket::EndAppConnectInFiber(uint64_t id_value, int err) {
+  struct Ending {
+    uint64_t id_value;
+    int err;
+  };
+  Ending* const e = new (std::nothrow) Ending{id_value, err};
+  void* (*const run)(void*) = [](void* arg) -> void* {
+    Ending* const ending = static_cast<Ending*>(arg);
+    const bthread_id_t id{ending->id_value};
+    const int error_code = ending->err;
+    delete ending;
     void* p = nullptr;
-    if (bthread_id_lock(id, &p) != 0) return nullptr;  // done came first.
+    if (bthread_id_lock(id, &p) != 0) return nullptr;  // another ender came first.
     PendingConnect* const pc = static_cast<PendingConnect*>(p);
     bthread_id_unlock_and_destroy(id);
-    FinishConnect(pc, ETIMEDOUT, false);
+    if (pc->app_timer != 0) bthread_timer_del(pc->app_timer);
+    FinishConnect(pc, error_code, false);
     return nullptr;
   };
+  // Out of memory for the hand-off: the deadline, if any, still ends it.
+  if (e == nullptr) return;
   bthread_t th;
-  if (bthread_start_background(&th, &BTHREAD_ATTR_NORMAL, run, arg) != 0) run(arg);
+  if (bthread_start_background(&th, &BTHREAD_ATTR_NORMAL, run, e) != 0) run(e);
 }
 
 void Socket::FinishConnect(PendingConnect* pc, int err, bool tcp) {

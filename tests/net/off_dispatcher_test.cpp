@@ -343,6 +343,36 @@ TEST(OffDispatcherTest, AppConnectThatNeverFinishesIsBoundedByTheWritesAbstime) 
   ExpectSilentAppConnectTimesOut(true);
 }
 
+// No deadline at all: SetFailed must end the handshake, or the queued
+// writes wait for a done that never comes.
+TEST(OffDispatcherTest, SetFailedEndsAHandshakeInProgress) {
+  const milliseconds limit(5000 * kTimeScale);
+  const int64_t baseline = Socket::live_count();
+  Backlog backlog;
+  auto app = std::make_shared<SilentAppConnect>();
+  SocketUniquePtr s;
+  ASSERT_EQ(0, Socket::Address(NewAppClient(backlog.ep(), app, 0), &s));
+  IdWatch* const queued = IdWatch::New(true);
+  Socket::WriteOptions wo;
+  wo.id_wait = queued->id;
+  IOBuf a = Buf("queued");
+  ASSERT_EQ(0, s->Write(&a, &wo));
+  ASSERT_TRUE(wait_until([&] { return app->started.load(std::memory_order_acquire); }, kLong));
+  s->SetFailed(ECONNABORTED, "the test gives up on the handshake");
+  const bool heard = queued->WaitCalls(1, limit);
+  EXPECT_TRUE(heard) << "a failed socket's handshake held its queued write";
+  if (heard) {
+    EXPECT_EQ(ECONNABORTED, queued->first_code.load());
+  }
+  s.reset();
+  if (heard) {
+    EXPECT_TRUE(LiveCountBackTo(baseline));
+  }
+  app->CallDoneLate(0);  // late: harmless
+  EXPECT_TRUE(LiveCountBackTo(baseline));
+  if (heard) delete queued;
+}
+
 // ---------------------------------------------------------------------------
 // 4. A handler may stop its own acceptor.
 

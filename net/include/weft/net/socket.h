@@ -368,6 +368,10 @@ class Socket {
   // The AppConnect's done; data names the handshake (a bthread_id).
   static void AfterAppConnected(int err, void* data);
   static void OnAppConnectTimeout(void* arg);
+  // Ends the handshake named by id_value with err unless done (or another
+  // ender) came first, in a fiber of its own (the timer's and SetFailed's
+  // callers must not run id_wait handlers).
+  static void EndAppConnectInFiber(uint64_t id_value, int err);
   // Ends the connect: starts KeepWrite, or fails the socket and the queued
   // requests. tcp: err is the TCP connect's (timeouts count toward
   // --weft_connect_timeout_as_unreachable), else the AppConnect's.
@@ -376,8 +380,15 @@ class Socket {
   // High 32 bits: version; low 32 bits: references. Version == id version:
   // healthy; id version + 1: failed; anything else: recycled (the slot may
   // already hold a newer socket).
-  std::atomic<uint64_t> versioned_ref_{0};
-  SocketId this_id_ = INVALID_SOCKET_ID;
+  // Cache lines: the reference count is bumped by every Address and
+  // dereference, from every thread that touches the socket; the reading
+  // fiber's fields and the writer's fields each change on every message.
+  // Each group gets its own line (kCacheLine apart) so a busy reader, a
+  // busy writer and callers addressing the socket do not bounce one line
+  // between CPUs; the identity fields after versioned_ref_ are read-mostly.
+  static constexpr size_t kCacheLine = 64;
+  alignas(kCacheLine) std::atomic<uint64_t> versioned_ref_{0};
+  alignas(kCacheLine) SocketId this_id_ = INVALID_SOCKET_ID;
   std::atomic<int> fd_{-1};
   EndPoint remote_side_;
   EndPoint local_side_;
@@ -387,20 +398,33 @@ class Socket {
   bthread_keytable_pool_t* keytable_pool_ = nullptr;
   int connect_timeout_ms_ = 0;
 
+  // ---- the reading fiber's line ----
   // Input events not yet consumed by the reading fiber; 0 means no reading
   // fiber runs.
-  std::atomic<int> nevent_{0};
+  alignas(kCacheLine) std::atomic<int> nevent_{0};
   IOBuf read_buf_;
+  std::atomic<int64_t> in_bytes_{0};
+  std::atomic<int64_t> last_read_us_{0};
 
+  // ---- the writer's line ----
   // The newest pushed write request, or nullptr when nobody is writing.
-  std::atomic<WriteRequest*> write_head_{nullptr};
+  alignas(kCacheLine) std::atomic<WriteRequest*> write_head_{nullptr};
   std::atomic<int64_t> unwritten_bytes_{0};
   // Bumped and woken by HandleEpollOut and SetFailed; KeepWrite waits on it.
   std::atomic<int>* epollout_butex_ = nullptr;
+  std::atomic<int64_t> out_bytes_{0};
+  std::atomic<int64_t> last_write_us_{0};
+
+  // ---- cold: connecting, closing, failing ----
 
   // The temporary socket of a connect in flight (INVALID_SOCKET_ID if
   // none): SetFailed fails it to cancel the connect.
-  std::atomic<SocketId> connect_id_{INVALID_SOCKET_ID};
+  alignas(kCacheLine) std::atomic<SocketId> connect_id_{INVALID_SOCKET_ID};
+  // The AppConnect handshake in progress (its bthread_id's value), 0 if
+  // none: SetFailed ends it (a handshake without a deadline would otherwise
+  // hold the queued writes until done). A stale value is harmless: the id
+  // is versioned and its ender destroyed it.
+  std::atomic<uint64_t> app_connect_id_{0};
 
   // Non-zero once CloseGracefully ran: the code the socket fails with when
   // the flush is over. Acquire/release: a Write that reads it non-zero
@@ -424,11 +448,6 @@ class Socket {
 
   // See context(); owned, deleted at recycle.
   std::atomic<SocketContext*> contexts_[2] = {};
-
-  std::atomic<int64_t> in_bytes_{0};
-  std::atomic<int64_t> out_bytes_{0};
-  std::atomic<int64_t> last_read_us_{0};
-  std::atomic<int64_t> last_write_us_{0};
 };
 
 }  // namespace weft
