@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <gflags/gflags.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include "base/compiler.h"
@@ -117,6 +118,11 @@ int TaskControl::add_workers(int target) {
     // Release pairs with the acquire loads in steal_task(): a thief that sees
     // the new count sees the group.
     ngroups_.store(n + 1, std::memory_order_release);
+  }
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0) {
+    cpus_scarce_.store(CPU_COUNT(&cpus) < n, std::memory_order_relaxed);
   }
   return 0;
 }
@@ -316,7 +322,12 @@ bool TaskControl::wait_task(TaskGroup* g, TaskMeta** out) {
             give_up = due + kTimerGraceNs;
           }
         }
-        for (int i = 0; i < 32; ++i) base::cpu_relax();
+        if (cpus_scarce_.load(std::memory_order_relaxed)) {
+          // Fewer CPUs than workers: the victim may be waiting for ours.
+          sched_yield();
+        } else {
+          for (int i = 0; i < 32; ++i) base::cpu_relax();
+        }
       }
       if (timer_spinner) timer_spinning_.store(false, std::memory_order_relaxed);
       end_search(found);

@@ -122,6 +122,11 @@ class TaskControl {
   std::vector<TaskGroup*> idle_;  // guarded by idle_mu_
   alignas(64) std::atomic<int> nidle_{0};
   std::atomic<bool> timer_spinning_{false};  // one searcher waits out a close timer
+  // More workers than CPUs this process may run on (sched_getaffinity,
+  // read when workers are added): a searching worker then yields its CPU
+  // between steal rounds instead of spinning, since the worker it would
+  // steal from may be waiting for that very CPU.
+  std::atomic<bool> cpus_scarce_{false};
 };
 
 }  // namespace weft::sched
