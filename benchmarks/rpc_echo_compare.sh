@@ -6,16 +6,16 @@
 #   epoll  epoll_echo_server            (one thread, edge-triggered: the floor)
 # Configurations (64-byte payloads): single connection at concurrency 1, 8,
 # 64; pooled at 64; short at 8. Each (placement, configuration, server) runs
-# RUNS times, interleaved (rep-major: every server of a configuration runs
-# once before any runs again), and the median QPS and median p99 of the
+# RUNS times, interleaved (rep-major: every configuration and server runs
+# once, in both placements, before any runs again), and the median QPS and median p99 of the
 # client's summary lines are reported.
 # Placements: unpinned, and pinned (server on CPU 0, client on CPU 1).
 #
 #   benchmarks/rpc_echo_compare.sh BUILD_DIR [placement...]
 #     placement: unpinned | pinned (default: both)
 #   env: DURATION (s per run, default 3), RUNS (default 3), OUT (raw CSV,
-#        default $BUILD_DIR/rpc_echo_compare.csv), LOCK (a file: every run,
-#        server start to server stop, holds `flock LOCK`; default
+#        default $BUILD_DIR/rpc_echo_compare.csv), LOCK (a file: each block
+#        of 15 runs, one placement and rep, holds `flock LOCK`; default
 #        /tmp/weft-build.lock, empty: no lock), SUMMARY_ONLY=1 (no runs:
 #        print the tables of an existing OUT).
 set -euo pipefail
@@ -39,8 +39,8 @@ for b in "$echo_bin" "$build/benchmarks/asio_echo_server" "$build/benchmarks/epo
   [ -x "$b" ] || { echo "missing $b (build weft-echo asio_echo_server epoll_echo_server)"; exit 1; }
 done
 
-# one_run PLACEMENT SERVER TYPE CONCURRENCY: prints the client's summary line.
-# Runs inside the lock (see below); the server lives only for this run.
+# one_run PLACEMENT SERVER TYPE CONCURRENCY: prints the client's summary
+# line. The server lives only for this run.
 one_run() {
   local placement="$1" server="$2" type="$3" conc="$4" spin=() cpin=()
   if [ "$placement" = pinned ]; then spin=(taskset -c 0); cpin=(taskset -c 1); fi
@@ -61,38 +61,43 @@ one_run() {
   wait "$pid" 2>/dev/null || true
   rm -f "$tmp"
 }
-export -f one_run
-export echo_bin duration
-export SERVER_CMD_weft="${server_cmd[weft]}" SERVER_CMD_asio="${server_cmd[asio]}" \
-  SERVER_CMD_epoll="${server_cmd[epoll]}"
 
-run_locked() {
-  # A child bash cannot inherit an associative array: rebuild it there.
-  local script='declare -A server_cmd=([weft]="$SERVER_CMD_weft" [asio]="$SERVER_CMD_asio" [epoll]="$SERVER_CMD_epoll"); one_run "$@"'
-  if [ -n "$lock" ]; then
-    flock "$lock" bash -c "$script" one_run "$@"
-  else
-    bash -c "$script" one_run "$@"
-  fi
-}
-
-if [ -z "${SUMMARY_ONLY:-}" ]; then
-echo "placement,connection_type,concurrency,server,rep,qps,p50_us,p99_us,errors" >"$out"
-for placement in "${placements[@]}"; do
-  for rep in $(seq "$runs"); do
-    for cfg in "${configs[@]}"; do
-      set -- $cfg
-      for server in "${servers[@]}"; do
-        line=$(run_locked "$placement" "$server" "$1" "$2")
-        qps=$(sed -n 's/.*qps=\([0-9.]*\).*/\1/p' <<<"$line")
-        p50=$(sed -n 's/.*p50_us=\([0-9]*\).*/\1/p' <<<"$line")
-        p99=$(sed -n 's/.*p99_us=\([0-9]*\).*/\1/p' <<<"$line")
-        err=$(sed -n 's/.*errors=\([0-9]*\).*/\1/p' <<<"$line")
-        echo "$placement,$1,$2,$server,$rep,${qps:-0},${p50:-0},${p99:-0},${err:-0}" | tee -a "$out" >&2
-      done
+# One block: every configuration and server once, for one placement and
+# rep, appended to $out. 15 runs of DURATION s: about 50 s at the default,
+# the longest one benchmark may hold the shared machine.
+run_block() {
+  local placement="$1" rep="$2" cfg server line qps p50 p99 err
+  for cfg in "${configs[@]}"; do
+    set -- $cfg
+    for server in "${servers[@]}"; do
+      line=$(one_run "$placement" "$server" "$1" "$2")
+      qps=$(sed -n 's/.*qps=\([0-9.]*\).*/\1/p' <<<"$line")
+      p50=$(sed -n 's/.*p50_us=\([0-9]*\).*/\1/p' <<<"$line")
+      p99=$(sed -n 's/.*p99_us=\([0-9]*\).*/\1/p' <<<"$line")
+      err=$(sed -n 's/.*errors=\([0-9]*\).*/\1/p' <<<"$line")
+      echo "$placement,$1,$2,$server,$rep,${qps:-0},${p50:-0},${p99:-0},${err:-0}" | tee -a "$out" >&2
     done
   done
-done
+}
+
+if [ -n "${BLOCK:-}" ]; then
+  # Re-invoked under the lock by the loop below.
+  run_block $BLOCK
+  exit 0
+fi
+
+if [ -z "${SUMMARY_ONLY:-}" ]; then
+  echo "placement,connection_type,concurrency,server,rep,qps,p50_us,p99_us,errors" >"$out"
+  # Rep-major, so a slow patch of the machine hits every server alike.
+  for rep in $(seq "$runs"); do
+    for placement in "${placements[@]}"; do
+      if [ -n "$lock" ]; then
+        BLOCK="$placement $rep" OUT="$out" flock "$lock" "$0" "$build" "${placements[@]}"
+      else
+        BLOCK="$placement $rep" OUT="$out" "$0" "$build" "${placements[@]}"
+      fi
+    done
+  done
 fi
 
 # Medians: one table per placement, a row per configuration, QPS and p99
