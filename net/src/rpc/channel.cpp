@@ -229,7 +229,9 @@ void start_attempt(Call* c) {
   Socket::WriteOptions wopt;
   wopt.id_wait = c->cid;
   timespec connect_deadline;
-  if (ch->options.connect_timeout_ms > 0) {
+  // Only a socket that has not connected yet needs a connect deadline (a
+  // shared single connection almost never: skip the clock reads).
+  if (ch->options.connect_timeout_ms > 0 && s->fd() < 0) {
     int64_t at_ns = base::realtime_ns() + int64_t{ch->options.connect_timeout_ms} * 1000000;
     if (c->deadline_us != 0) {
       const int64_t left_ns = (c->deadline_us - now_us()) * 1000;
