@@ -1,0 +1,312 @@
+#include "protocols/redis/redis_protocol.h"
+
+#include <errno.h>
+#include <string.h>
+#include <gflags/gflags.h>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <utility>
+
+#include "net_log.h"
+#include "protocols/redis/redis_client.h"
+#include "weft/rpc/errno.h"
+#include "weft/rpc/redis.h"
+#include "weft/rpc/reply_orderer.h"
+#include "weft/rpc/server.h"
+
+DEFINE_int64(weft_redis_client_output_limit, int64_t{256} * 1024 * 1024,
+             "A redis connection whose unwritten replies pass this many bytes is closed "
+             "(a client that pipelines and does not read); <= 0: no limit");
+
+namespace weft::rpc::redis {
+
+namespace {
+
+// A server connection's redis state. Owned by the socket (kProtocol slot),
+// deleted when it recycles; whoever touches it holds a socket reference.
+class RedisConnection : public SocketContext {
+ public:
+  // Reading fiber only.
+  RespRequestParser parser;
+  // Set by the reading fiber after a protocol error: later bytes are
+  // dropped (the connection closes after the error's reply).
+  bool broken = false;
+  // Reading fiber only: a command was cut, so the connection speaks RESP
+  // (before that, bytes of another protocol are left to it).
+  bool chosen = false;
+  ReplyOrderer orderer;
+  // Set once a reply closes the connection (QUIT, a protocol error): later
+  // commands are not run, as Redis stops reading such a client. Touched
+  // only by the fiber running the chain of commands; the hand-over between
+  // such fibers goes through mu_ (Done/Submit) or ServerCall::phase.
+  bool closed = false;
+
+  // Queues msg and returns the message the caller must run now (msg, or
+  // nullptr when a command before it is missing or one is running). Any
+  // fiber.
+  RedisMessage* Submit(RedisMessage* msg) {
+    std::lock_guard<std::mutex> guard(mu_);
+    ready_.emplace(msg->seq, msg);
+    if (running_) return nullptr;
+    return TakeNextLocked();
+  }
+  // The running command ended: the next one to run, or nullptr (then
+  // nobody runs until Submit brings the next in order). Only the fiber that
+  // runs commands (the one Submit or Done handed a message to).
+  RedisMessage* Done() {
+    std::lock_guard<std::mutex> guard(mu_);
+    ++next_to_run_;
+    running_ = false;
+    return TakeNextLocked();
+  }
+
+ private:
+  RedisMessage* TakeNextLocked() {
+    auto it = ready_.begin();
+    if (it == ready_.end() || it->first != next_to_run_) return nullptr;
+    RedisMessage* m = it->second;
+    ready_.erase(it);
+    running_ = true;
+    return m;
+  }
+
+  // Commands run one at a time in seq order: running_ says one is running,
+  // ready_ holds those parsed (their fibers started) and not yet run.
+  // Guarded by mu_ (held only to move pointers, never across a command).
+  std::mutex mu_;
+  std::map<uint64_t, RedisMessage*> ready_;
+  uint64_t next_to_run_ = 0;
+  bool running_ = false;
+};
+
+struct MessageDestroyer {
+  void operator()(RedisMessage* m) const { m->Destroy(); }
+};
+using MessagePtr = std::unique_ptr<RedisMessage, MessageDestroyer>;
+
+// One command from its run to its reply.
+struct ServerCall {
+  MessagePtr msg;
+  RedisConnection* conn = nullptr;
+  // Keeps the socket, and so conn, alive until the chain of commands moves
+  // on (msg's own reference goes with msg, before Done()).
+  SocketUniquePtr hold;
+  Controller cntl;
+  IOBuf response;
+  // The handler's done and the fiber that called ProcessCall race to see
+  // who comes second: 0 -> 1 by the first; the second continues the chain.
+  // acq_rel: the second sees everything the first wrote (the reply queued,
+  // hold moved in).
+  std::atomic<int> phase{0};
+};
+
+// Queues call's reply (in order, through the orderer) and ends its message.
+void SendReply(ServerCall* call, bool close_after) {
+  Socket* const s = call->msg->socket();
+  IOBuf out;
+  if (call->cntl.Failed()) {
+    if (call->cntl.ErrorCode() == ENOMETHOD) {
+      RedisArgs args;
+      args.Parse(call->msg->command.args);
+      AppendError(&out, UnknownCommandError(args));
+    } else {
+      AppendError(&out, "ERR " + call->cntl.ErrorText());
+    }
+  } else if (call->response.empty()) {
+    // A method that appended nothing would shift every later reply onto
+    // the wrong command: answer something.
+    AppendError(&out, "ERR the command produced no reply");
+  } else {
+    out.swap(call->response);
+  }
+  const int64_t limit = client_output_limit();
+  if (limit > 0 && s->unwritten_bytes() + static_cast<int64_t>(out.size()) > limit) {
+    WEFT_NET_WARN("close %s: redis output over --weft_redis_client_output_limit=%lld",
+                  s->description().c_str(), static_cast<long long>(limit));
+    s->SetFailed(EOVERCROWDED, "close %s: redis output over --weft_redis_client_output_limit",
+                 s->description().c_str());
+    out.clear();
+  }
+  // Even a dropped reply goes through the orderer so later ones can go.
+  if (call->conn->orderer.Reply(s, call->msg->seq, &out, close_after) != 0 &&
+      errno == EOVERCROWDED) {
+    // The socket refused a reply (--weft_socket_max_unwritten_bytes): the
+    // client would read the next reply as this one's, so close.
+    WEFT_NET_WARN("close %s: redis reply refused (output overcrowded)", s->description().c_str());
+    s->SetFailed(EOVERCROWDED, "close %s: redis reply refused (output overcrowded)",
+                 s->description().c_str());
+  }
+  // The message goes after its reply is queued: a postponed EOF's graceful
+  // close then flushes the reply.
+  call->msg.reset();
+}
+
+void RunChain(RedisConnection* conn, SocketUniquePtr hold, RedisMessage* first);
+
+// The handler's done: reply, then continue the chain if the starter left.
+void OnCallDone(ServerCall* call) {
+  SendReply(call, false);
+  if (call->phase.exchange(1, std::memory_order_acq_rel) == 0) return;  // the starter goes on
+  RedisConnection* const conn = call->conn;
+  SocketUniquePtr hold = std::move(call->hold);
+  delete call;
+  RedisMessage* const next = conn->Done();
+  if (next != nullptr) RunChain(conn, std::move(hold), next);
+}
+
+// Runs commands of conn, first and then each next one Done() hands back,
+// until one completes later (its done carries on) or none is ready.
+void RunChain(RedisConnection* conn, SocketUniquePtr hold, RedisMessage* first) {
+  RedisMessage* msg = first;
+  while (msg != nullptr) {
+    auto* call = new ServerCall;
+    call->msg.reset(msg);
+    call->conn = conn;
+    if (conn->closed) {
+      // After QUIT or a protocol error: not run; its (empty) reply only
+      // lets the orderer move on.
+      SendReply(call, false);
+      delete call;
+    } else if (!msg->protocol_error.empty() || msg->command.name == "quit") {
+      conn->closed = true;
+      // Answered by the protocol: the error (then close), or QUIT's OK
+      // (then close, dropping later commands' replies as Redis does).
+      AppendError(&call->response, msg->protocol_error);
+      if (msg->protocol_error.empty()) {
+        call->response.clear();
+        AppendStatus(&call->response, "OK");
+      }
+      SendReply(call, true);
+      delete call;
+    } else {
+      call->hold = std::move(hold);
+      Server* const server = static_cast<Server*>(const_cast<void*>(msg->arg()));
+      call->cntl.set_remote_side(msg->socket()->remote_side());
+      server->ProcessCall(msg->command.name, &call->cntl, msg->command.args, &call->response,
+                          msg->received_us(), Closure([call] { OnCallDone(call); }));
+      if (call->phase.exchange(1, std::memory_order_acq_rel) == 0) return;  // done goes on
+      hold = std::move(call->hold);
+      delete call;
+    }
+    msg = conn->Done();
+  }
+}
+
+// A first line "METHOD target HTTP/1.x": an HTTP request, which Redis'
+// inline syntax would otherwise take as a command. Left to other protocols
+// when it is a connection's first message.
+bool LooksLikeHttp(const IOBuf& source) {
+  char head[1024];
+  const size_t n = source.copy_to(head, sizeof(head), 0);
+  const void* nl = memchr(head, '\n', n);
+  if (nl == nullptr) return false;
+  std::string_view line(head, static_cast<size_t>(static_cast<const char*>(nl) - head));
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  if (line.size() < 10) return false;
+  const std::string_view version = line.substr(line.size() - 9);
+  return version == " HTTP/1.1" || version == " HTTP/1.0";
+}
+
+RedisConnection* ConnectionOf(Socket* socket) {
+  SocketContext* ctx = socket->context(SocketContextSlot::kProtocol);
+  if (ctx == nullptr) ctx = socket->InitContext(new RedisConnection);
+  return static_cast<RedisConnection*>(ctx);
+}
+
+ParseResult ParseRequest(IOBuf* source, Socket* socket) {
+  if (socket == nullptr) {
+    // No connection to keep the state in: parse a copy (sharing blocks)
+    // and consume only what a whole command (or an error) took.
+    IOBuf copy(*source);
+    RespRequestParser parser;
+    RespCommand cmd;
+    const RespRequestParser::Result r = parser.Parse(&copy, &cmd);
+    if (r == RespRequestParser::kNeedMore) return ParseResult::Error(PARSE_ERROR_NOT_ENOUGH_DATA);
+    auto* msg = new RedisMessage;
+    if (r == RespRequestParser::kOk) {
+      source->pop_front(source->size() - copy.size());
+      msg->command = std::move(cmd);
+    } else {
+      source->clear();
+      msg->protocol_error = "ERR " + parser.error();
+    }
+    return ParseResult::Ok(msg);
+  }
+  RedisConnection* const conn = ConnectionOf(socket);
+  if (conn->broken) {
+    source->clear();
+    return ParseResult::Error(PARSE_ERROR_NOT_ENOUGH_DATA);
+  }
+  if (!conn->chosen && !source->empty() && source->byte_at(0) != '*' && LooksLikeHttp(*source)) {
+    return ParseResult::Error(PARSE_ERROR_TRY_OTHERS);
+  }
+  RespCommand cmd;
+  const RespRequestParser::Result r = conn->parser.Parse(source, &cmd);
+  if (r == RespRequestParser::kNeedMore) return ParseResult::Error(PARSE_ERROR_NOT_ENOUGH_DATA);
+  if (r == RespRequestParser::kOk && (cmd.name == "post" || cmd.name == "host:")) {
+    // As redis-server: an HTTP request smuggled at a Redis port (cross
+    // protocol scripting) closes the connection without a reply.
+    WEFT_NET_WARN("close %s: redis: '%s' command, possibly an HTTP request",
+                  socket->description().c_str(), cmd.name.c_str());
+    conn->broken = true;
+    return ParseResult::Error(PARSE_ERROR_ABSOLUTELY_WRONG, "redis: possible security attack");
+  }
+  conn->chosen = true;
+  auto* msg = new RedisMessage;
+  msg->seq = conn->orderer.NextSequence();
+  if (r == RespRequestParser::kOk) {
+    msg->command = std::move(cmd);
+  } else {
+    // Answered in its place, then the connection closes (RunChain).
+    WEFT_NET_WARN("close %s: redis: %s", socket->description().c_str(),
+                  conn->parser.error().c_str());
+    conn->broken = true;
+    source->clear();
+    msg->protocol_error = "ERR " + conn->parser.error();
+  }
+  return ParseResult::Ok(msg);
+}
+
+}  // namespace
+
+int64_t client_output_limit() {
+  return __atomic_load_n(&FLAGS_weft_redis_client_output_limit, __ATOMIC_RELAXED);
+}
+
+ParseResult ParseRedis(IOBuf* source, Socket* socket, bool read_eof, const void* arg) {
+  (void)read_eof;
+  // arg is the Server on a server's connections, nullptr on a client's
+  // (protocol.h).
+  if (arg == nullptr) return ParseReplyMessage(source, socket);
+  return ParseRequest(source, socket);
+}
+
+void ProcessRedisRequest(InputMessageBase* base) {
+  auto* msg = static_cast<RedisMessage*>(base);
+  Socket* const s = msg->socket();
+  auto* conn = static_cast<RedisConnection*>(s->context(SocketContextSlot::kProtocol));
+  // Taken before the message can be destroyed: conn lives while it is held.
+  SocketUniquePtr hold;
+  s->ReAddress(&hold);
+  RedisMessage* const first = conn->Submit(msg);
+  if (first != nullptr) RunChain(conn, std::move(hold), first);
+}
+
+Protocol MakeRedisProtocol() {
+  Protocol p;
+  p.parse = ParseRedis;
+  p.process_request = ProcessRedisRequest;
+  p.process_response = ProcessRedisResponse;
+  p.serialize_request = SerializeRedisRequest;
+  p.pack_request = PackRedisRequest;
+  // Each call carries its id in-band (redis_client.h), and replies come in
+  // request order, so calls may share a connection too.
+  p.supported_connection_types = kSingle | kPooled | kShort;
+  p.in_order = true;
+  p.name = "redis";
+  return p;
+}
+
+}  // namespace weft::rpc::redis
