@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <string>
@@ -235,6 +236,46 @@ TEST_F(RedisServerTest, ClientThatNeverReadsIsClosedPastTheOutputLimit) {
   EXPECT_TRUE(closed);
   close(fd);
   FLAGS_weft_redis_client_output_limit = saved;
+}
+
+}  // namespace
+}  // namespace weft::redis_tool
+
+namespace weft::redis_tool {
+namespace {
+
+// A server speaking every registered protocol (the default) must not take
+// another text protocol's first line for an inline Redis command: only a
+// RESP array or a line starting with a Redis command claims a connection.
+TEST(RedisDetectionTest, InlineClaimsAConnectionOnlyForRedisCommands) {
+  RedisStore store;
+  ServerInfo info;
+  rpc::Server server;
+  ASSERT_EQ(0, AddRedisCommands(&server, &store, &info));
+  ASSERT_EQ(0, server.Start("127.0.0.1:0", nullptr));  // every protocol
+  auto connect_to = [&] {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const EndPoint ep = server.listen_address();
+    EXPECT_EQ(0, connect(fd, ep.addr(), ep.addr_len()));
+    return fd;
+  };
+  for (const char* text : {"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "Q 1 upper 5\nhello"}) {
+    const int fd = connect_to();
+    ASSERT_EQ(static_cast<ssize_t>(strlen(text)), send(fd, text, strlen(text), MSG_NOSIGNAL));
+    // Nobody claims it: closed, and nothing Redis-like was answered.
+    const std::string got = test::read_until(fd, 1, 10000 * kTimeScale);
+    EXPECT_TRUE(got.empty() || got[0] != '-') << text << " -> " << got;
+    close(fd);
+  }
+  for (const char* text : {"ping\r\n", "*1\r\n$4\r\nPING\r\n", "  PI"}) {
+    const int fd = connect_to();
+    send(fd, text, strlen(text), MSG_NOSIGNAL);
+    if (text[2] == 'P') send(fd, "NG\r\n", 4, MSG_NOSIGNAL);  // the word split across sends
+    EXPECT_EQ("+PONG\r\n", test::read_until(fd, 7, 10000 * kTimeScale)) << text;
+    close(fd);
+  }
+  server.Stop();
+  server.Join();
 }
 
 }  // namespace

@@ -209,6 +209,48 @@ bool LooksLikeHttp(const IOBuf& source) {
   return version == " HTTP/1.1" || version == " HTTP/1.0";
 }
 
+// Redis commands an inline first line may start with (lower case).
+constexpr const char* kInlineCommands[] = {
+    "ping", "echo", "set", "get", "del", "exists", "incr", "incrby", "decr", "decrby", "mget",
+    "mset", "expire", "pexpire", "ttl", "pttl", "dbsize", "flushall", "flushdb", "info", "config",
+    "command", "quit", "hello", "select", "auth", "client", "keys", "scan", "type", "lpush",
+    "rpush", "lpop", "rpop", "lrange", "sadd", "smembers", "hset", "hget", "hgetall", "zadd",
+    "zrange", "publish", "subscribe", "multi", "exec", "discard", "watch", "time", "monitor",
+    "shutdown", "setex", "setnx", "append", "strlen", "getset", "persist", "rename", "memory",
+    "slowlog", "debug", "save", "bgsave", "lastsave", "role", "cluster", "readonly", "reset"};
+
+// On a connection's first message, whether an inline (non-array) line is
+// Redis': PARSE_OK when its first word is a Redis command, NOT_ENOUGH_DATA
+// while the bytes so far may still become one, TRY_OTHERS otherwise (an
+// HTTP request line, another protocol's text frame). Inline syntax takes
+// any text, so without this a server speaking several protocols would
+// answer every text protocol's first bytes as Redis.
+ParseError ClaimInline(const IOBuf& source) {
+  if (LooksLikeHttp(source)) return PARSE_ERROR_TRY_OTHERS;
+  char head[16];
+  const size_t n = source.copy_to(head, sizeof(head), 0);
+  size_t i = 0;
+  while (i < n && (head[i] == ' ' || head[i] == '\t' || head[i] == '\r' || head[i] == '\n')) ++i;
+  std::string word;
+  for (; i < n; ++i) {
+    char c = head[i];
+    if (c == ' ' || c == '\t' || c == '\r' || c == '\n') break;
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    word.push_back(c);
+  }
+  const bool complete = i < n;  // a separator ended the word
+  bool prefix_of_some = false;
+  for (const char* cmd : kInlineCommands) {
+    const std::string_view c(cmd);
+    if (complete && c == word) return PARSE_OK;
+    if (!complete && c.substr(0, word.size()) == word) prefix_of_some = true;
+  }
+  if (!complete && (prefix_of_some || word.empty()) && n < sizeof(head)) {
+    return PARSE_ERROR_NOT_ENOUGH_DATA;
+  }
+  return PARSE_ERROR_TRY_OTHERS;
+}
+
 RedisConnection* ConnectionOf(Socket* socket) {
   SocketContext* ctx = socket->context(SocketContextSlot::kProtocol);
   if (ctx == nullptr) ctx = socket->InitContext(new RedisConnection);
@@ -239,8 +281,9 @@ ParseResult ParseRequest(IOBuf* source, Socket* socket) {
     source->clear();
     return ParseResult::Error(PARSE_ERROR_NOT_ENOUGH_DATA);
   }
-  if (!conn->chosen && !source->empty() && source->byte_at(0) != '*' && LooksLikeHttp(*source)) {
-    return ParseResult::Error(PARSE_ERROR_TRY_OTHERS);
+  if (!conn->chosen && !source->empty() && source->byte_at(0) != '*') {
+    const ParseError e = ClaimInline(*source);
+    if (e != PARSE_OK) return ParseResult::Error(e);
   }
   RespCommand cmd;
   const RespRequestParser::Result r = conn->parser.Parse(source, &cmd);
