@@ -5,6 +5,9 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
+#include "net_test_util.h"
 #include "protocols/redis/redis_client.h"
 #include "protocols/redis/redis_protocol.h"
 #include "protocols/redis/resp_request_parser.h"
@@ -295,6 +298,36 @@ TEST(RedisReplyTest, RepliesDecodeAndDeepNestingIsRefused) {
   EXPECT_EQ(ReplyScan::kError, ScanReply(huge.data(), huge.size(), 0, 0, &end));
   const std::string part = "*2\r\n:1\r\n";
   EXPECT_EQ(ReplyScan::kNeedMore, ScanReply(part.data(), part.size(), 0, 0, &end));
+}
+
+}  // namespace
+}  // namespace weft::rpc::redis
+
+namespace weft::rpc::redis {
+namespace {
+
+// A command consumed in part by one parse (its header lines) and finished
+// by the next: the second parse starts mid-bulk, at bytes that are no
+// command name, and must not hand the connection to other protocols.
+TEST(RedisParserTest, ACommandSplitMidBulkOnAFirstMessageStaysRedis) {
+  int a = -1, b = -1;
+  ASSERT_TRUE(test::make_tcp_pair(&a, &b));
+  SocketId id;
+  SocketUniquePtr s;
+  ASSERT_TRUE(test::adopt_fd(a, &id, &s));
+  IOBuf buf;
+  buf.append("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$8\r\nvv");
+  ParseResult r = ParseRedis(&buf, s.get(), false, &kServerTag);
+  ASSERT_EQ(PARSE_ERROR_NOT_ENOUGH_DATA, r.error());
+  buf.append("vvvvvv\r\n");
+  r = ParseRedis(&buf, s.get(), false, &kServerTag);
+  ASSERT_TRUE(r.is_ok()) << ParseErrorToString(r.error());
+  auto* m = static_cast<RedisMessage*>(r.message());
+  EXPECT_EQ("set", m->command.name);
+  EXPECT_EQ(3u, m->command.argc);
+  m->Destroy();
+  s->SetFailed();
+  close(b);
 }
 
 }  // namespace

@@ -203,7 +203,8 @@ TEST_F(RedisServerTest, ProtocolErrorIsAnsweredInPlaceThenCloses) {
 TEST_F(RedisServerTest, ClientThatNeverReadsIsClosedPastTheOutputLimit) {
   test::Watchdog dog("redis output limit", test::kLong);
   const int64_t saved = FLAGS_weft_redis_client_output_limit;
-  FLAGS_weft_redis_client_output_limit = 1 << 20;
+  // Read by connection fibers as a relaxed atomic: stored the same way.
+  __atomic_store_n(&FLAGS_weft_redis_client_output_limit, int64_t{1} << 20, __ATOMIC_RELAXED);
   ASSERT_TRUE(store_.Set("big", std::string(64 * 1024, 'v'), 0,
                          RedisStore::SetCondition::kAlways, 0));
   const int fd = Connect();
@@ -235,7 +236,7 @@ TEST_F(RedisServerTest, ClientThatNeverReadsIsClosedPastTheOutputLimit) {
   }
   EXPECT_TRUE(closed);
   close(fd);
-  FLAGS_weft_redis_client_output_limit = saved;
+  __atomic_store_n(&FLAGS_weft_redis_client_output_limit, saved, __ATOMIC_RELAXED);
 }
 
 }  // namespace

@@ -281,7 +281,10 @@ ParseResult ParseRequest(IOBuf* source, Socket* socket) {
     source->clear();
     return ParseResult::Error(PARSE_ERROR_NOT_ENOUGH_DATA);
   }
-  if (!conn->chosen && !source->empty() && source->byte_at(0) != '*') {
+  // Only at a command's start: mid-command (a bulk split across reads)
+  // the bytes are a value, and the parser already consumed RESP.
+  if (!conn->chosen && conn->parser.at_command_start() && !source->empty() &&
+      source->byte_at(0) != '*') {
     const ParseError e = ClaimInline(*source);
     if (e != PARSE_OK) return ParseResult::Error(e);
   }

@@ -53,6 +53,9 @@ class RespRequestParser {
   // and skipped, as Redis does.
   Result Parse(IOBuf* source, RespCommand* out);
 
+  // Between commands: nothing of the next one consumed yet.
+  bool at_command_start() const { return state_ == kStart; }
+
   // The error's text as Redis words it (no '-' and no CRLF), after kError.
   const std::string& error() const { return error_; }
 
