@@ -42,6 +42,14 @@ class RedisConnection : public SocketContext {
   // only by the fiber running the chain of commands; the hand-over between
   // such fibers goes through mu_ (Done/Submit) or ServerCall::phase.
   bool closed = false;
+  // Replies of commands batch_first .. batch_first + batch_count - 1, not
+  // yet handed to the orderer (SendReply). Chain role only, as `closed`.
+  IOBuf batch;
+  uint64_t batch_first = 0;
+  uint64_t batch_count = 0;
+  // Commands cut so far (seq + 1 of the newest). Written by the reading
+  // fiber (release, after the message is made), read by the chain.
+  std::atomic<uint64_t> cut{0};
 
   // Queues msg and returns the message the caller must run now (msg, or
   // nullptr when a command before it is missing or one is running). Any
@@ -81,6 +89,9 @@ class RedisConnection : public SocketContext {
   bool running_ = false;
 };
 
+// A batch of replies is written at once past this size.
+constexpr size_t kMaxBatchBytes = 64 * 1024;
+
 struct MessageDestroyer {
   void operator()(RedisMessage* m) const { m->Destroy(); }
 };
@@ -102,7 +113,39 @@ struct ServerCall {
   std::atomic<int> phase{0};
 };
 
-// Queues call's reply (in order, through the orderer) and ends its message.
+// Hands the batched replies to the orderer: the earlier ones' turns with
+// nothing to write, the last one's with all the bytes, so one Write (one
+// syscall, usually) carries a pipeline's replies. Chain role only.
+void FlushReplies(Socket* s, RedisConnection* conn, bool close_after) {
+  if (conn->batch_count == 0) return;
+  IOBuf out;
+  out.swap(conn->batch);
+  const uint64_t last = conn->batch_first + conn->batch_count - 1;
+  conn->batch_count = 0;
+  const int64_t limit = client_output_limit();
+  if (limit > 0 && s->unwritten_bytes() + static_cast<int64_t>(out.size()) > limit) {
+    WEFT_NET_WARN("close %s: redis output over --weft_redis_client_output_limit=%lld",
+                  s->description().c_str(), static_cast<long long>(limit));
+    s->SetFailed(EOVERCROWDED, "close %s: redis output over --weft_redis_client_output_limit",
+                 s->description().c_str());
+    out.clear();
+  }
+  // Even dropped replies go through the orderer so later ones can go.
+  for (uint64_t q = conn->batch_first; q < last; ++q) {
+    IOBuf none;
+    conn->orderer.Reply(s, q, &none, false);
+  }
+  if (conn->orderer.Reply(s, last, &out, close_after) != 0 && errno == EOVERCROWDED) {
+    // The socket refused the replies (--weft_socket_max_unwritten_bytes):
+    // the client would read later replies as these ones', so close.
+    WEFT_NET_WARN("close %s: redis reply refused (output overcrowded)", s->description().c_str());
+    s->SetFailed(EOVERCROWDED, "close %s: redis reply refused (output overcrowded)",
+                 s->description().c_str());
+  }
+}
+
+// Adds call's reply to the connection's batch (flushing it unless a later
+// command is already cut) and ends its message. Chain role only.
 void SendReply(ServerCall* call, bool close_after) {
   Socket* const s = call->msg->socket();
   IOBuf out;
@@ -121,23 +164,23 @@ void SendReply(ServerCall* call, bool close_after) {
   } else {
     out.swap(call->response);
   }
-  const int64_t limit = client_output_limit();
-  if (limit > 0 && s->unwritten_bytes() + static_cast<int64_t>(out.size()) > limit) {
-    WEFT_NET_WARN("close %s: redis output over --weft_redis_client_output_limit=%lld",
-                  s->description().c_str(), static_cast<long long>(limit));
-    s->SetFailed(EOVERCROWDED, "close %s: redis output over --weft_redis_client_output_limit",
-                 s->description().c_str());
-    out.clear();
+  RedisConnection* const conn = call->conn;
+  const uint64_t seq = call->msg->seq;
+  if (conn->batch_count == 0) conn->batch_first = seq;
+  ++conn->batch_count;
+  conn->batch.append(std::move(out));
+  // Replies of a pipeline leave together: while a later command is already
+  // cut (its fiber will run the chain on), this reply waits in the batch.
+  // Acquire pairs with the release in ParseRequest: a cut count read here
+  // is a message that exists. A later message also keeps the connection's
+  // EOF pending, so destroying this one before its bytes are queued cannot
+  // let a graceful close overtake them.
+  const bool later_cut = conn->cut.load(std::memory_order_acquire) > seq + 1;
+  if (!close_after && later_cut && conn->batch.size() < kMaxBatchBytes) {
+    call->msg.reset();
+    return;
   }
-  // Even a dropped reply goes through the orderer so later ones can go.
-  if (call->conn->orderer.Reply(s, call->msg->seq, &out, close_after) != 0 &&
-      errno == EOVERCROWDED) {
-    // The socket refused a reply (--weft_socket_max_unwritten_bytes): the
-    // client would read the next reply as this one's, so close.
-    WEFT_NET_WARN("close %s: redis reply refused (output overcrowded)", s->description().c_str());
-    s->SetFailed(EOVERCROWDED, "close %s: redis reply refused (output overcrowded)",
-                 s->description().c_str());
-  }
+  FlushReplies(s, conn, close_after);
   // The message goes after its reply is queued: a postponed EOF's graceful
   // close then flushes the reply.
   call->msg.reset();
@@ -302,6 +345,8 @@ ParseResult ParseRequest(IOBuf* source, Socket* socket) {
   conn->chosen = true;
   auto* msg = new RedisMessage;
   msg->seq = conn->orderer.NextSequence();
+  // Release pairs with the acquire in SendReply (a later command exists).
+  conn->cut.store(msg->seq + 1, std::memory_order_release);
   if (r == RespRequestParser::kOk) {
     msg->command = std::move(cmd);
   } else {
