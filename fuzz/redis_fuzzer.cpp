@@ -37,7 +37,8 @@ Outcome Feed(const uint8_t* data, size_t size, size_t split, size_t step) {
   if (step == 0) {
     pieces = {{0, split}, {split, size - split}};
   } else {
-    for (size_t i = 0; i < size; i += step) pieces.emplace_back(i, size - i < step ? size - i : step);
+    for (size_t i = 0; i < size; i += step)
+      pieces.emplace_back(i, size - i < step ? size - i : step);
   }
   for (const auto& [off, n] : pieces) {
     buf.append(data + off, n);
@@ -75,7 +76,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const char* chars = reinterpret_cast<const char*>(data);
   while (pos < size) {
     size_t end = 0;
-    if (weft::rpc::redis::ScanReply(chars, size, pos, 0, &end) != weft::rpc::redis::ReplyScan::kOk) {
+    if (weft::rpc::redis::ScanReply(chars, size, pos, 0, &end) !=
+        weft::rpc::redis::ReplyScan::kOk) {
       break;
     }
     if (end <= pos) abort();

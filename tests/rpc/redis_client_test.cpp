@@ -65,11 +65,11 @@ class RealRedis {
     for (int attempt = 0; attempt < 5; ++attempt) {
       port_ = FreePort();
       const std::string port = std::to_string(port_);
-      const char* argv[] = {"redis-server", "--port", port.c_str(), "--bind", "127.0.0.1",
-                            "--save", "", "--appendonly", "no", "--loglevel", "warning",
-                            nullptr};
-      if (posix_spawn(&pid_, "/usr/bin/redis-server", nullptr, nullptr,
-                      const_cast<char**>(argv), environ) != 0) {
+      const char* argv[] = {"redis-server", "--port",     port.c_str(), "--bind",
+                            "127.0.0.1",    "--save",     "",           "--appendonly",
+                            "no",           "--loglevel", "warning",    nullptr};
+      if (posix_spawn(&pid_, "/usr/bin/redis-server", nullptr, nullptr, const_cast<char**>(argv),
+                      environ) != 0) {
         return false;
       }
       for (int i = 0; i < 100; ++i) {
@@ -206,8 +206,8 @@ TEST_P(RedisClientTest, ConcurrentCallsGetTheirOwnReplies) {
     std::vector<std::thread> threads;
     for (int t = 0; t < kThreads; ++t) {
       threads.emplace_back([&, t] {
-        const std::string key = "client_test:c" + std::to_string(t) +
-                                rpc::ConnectionTypeName(GetParam());
+        const std::string key =
+            "client_test:c" + std::to_string(t) + rpc::ConnectionTypeName(GetParam());
         RedisRequest del;
         del.AddCommand({"DEL", key});
         std::vector<RedisReply> r;

@@ -1,11 +1,10 @@
 // The RESP2 request parser and writers: Redis' limits and wording, hostile
 // lengths, nesting, truncation at every byte, one byte at a time.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <string>
 #include <vector>
-
-#include <unistd.h>
 
 #include "net_test_util.h"
 #include "protocols/redis/redis_client.h"
@@ -197,7 +196,7 @@ TEST(RedisParserTest, TruncationAtEveryByteWaitsAndConsumesNothing) {
       ++commands;
       m->Destroy();
     }
-    const size_t expect = cut >= all.size()                 ? 3
+    const size_t expect = cut >= all.size()                ? 3
                           : cut >= one.size() + two.size() ? 2
                           : cut >= one.size()              ? 1
                                                            : 0;

@@ -2,13 +2,15 @@
 // pipelined commands run and answer in order, Redis' error wording, QUIT
 // and protocol errors close after their reply, an unread output past
 // --weft_redis_client_output_limit closes, other connections go on.
+#include "redis_store.h"
+
 #include <arpa/inet.h>
 #include <gflags/gflags.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <sys/socket.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <string>
@@ -16,7 +18,6 @@
 
 #include "net_test_util.h"
 #include "redis_commands.h"
-#include "redis_store.h"
 #include "weft/rpc/server.h"
 
 DECLARE_int64(weft_redis_client_output_limit);
@@ -151,7 +152,8 @@ TEST_F(RedisServerTest, CommandsAndErrorsAreWordedAsRedis) {
   Expect(fd, "INCR k\r\n", "-ERR value is not an integer or out of range\r\n");
   Expect(fd, "INCRBY n x\r\n", "-ERR value is not an integer or out of range\r\n");
   Expect(fd, "INCRBY n 10\r\nDECR n\r\n", ":10\r\n:9\r\n");
-  Expect(fd, "NOSUCH a b\r\n", "-ERR unknown command 'NOSUCH', with args beginning with: 'a' 'b' \r\n");
+  Expect(fd, "NOSUCH a b\r\n",
+         "-ERR unknown command 'NOSUCH', with args beginning with: 'a' 'b' \r\n");
   Expect(fd, "MSET a 1 b 2\r\nMGET a b zz\r\n", "+OK\r\n*3\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n");
   Expect(fd, "MSET a\r\n", "-ERR wrong number of arguments for 'mset' command\r\n");
   Expect(fd, "EXISTS a b zz a\r\nDEL a zz\r\n", ":3\r\n:1\r\n");
@@ -205,8 +207,8 @@ TEST_F(RedisServerTest, ClientThatNeverReadsIsClosedPastTheOutputLimit) {
   const int64_t saved = FLAGS_weft_redis_client_output_limit;
   // Read by connection fibers as a relaxed atomic: stored the same way.
   __atomic_store_n(&FLAGS_weft_redis_client_output_limit, int64_t{1} << 20, __ATOMIC_RELAXED);
-  ASSERT_TRUE(store_.Set("big", std::string(64 * 1024, 'v'), 0,
-                         RedisStore::SetCondition::kAlways, 0));
+  ASSERT_TRUE(
+      store_.Set("big", std::string(64 * 1024, 'v'), 0, RedisStore::SetCondition::kAlways, 0));
   const int fd = Connect();
   int small = 4096;
   setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));

@@ -138,8 +138,7 @@ void Info(const Context& c, const RedisArgs&, IOBuf* out) {
 
 void Config(const Context&, const RedisArgs& a, IOBuf* out) {
   if (!EqualsNoCase(a[1], "get")) {
-    return AppendError(out, "ERR unknown subcommand '" + std::string(a[1]) +
-                                "'. Try CONFIG HELP.");
+    return AppendError(out, "ERR unknown subcommand '" + std::string(a[1]) + "'. Try CONFIG HELP.");
   }
   if (a.size() < 3) return AppendError(out, rpc::redis::WrongArgsError("config|get"));
   // The few parameters clients ask for (redis-benchmark: save and
@@ -162,7 +161,8 @@ void Config(const Context&, const RedisArgs& a, IOBuf* out) {
 void Hello(const Context&, const RedisArgs& a, IOBuf* out) {
   if (a.size() >= 2) {
     int64_t v = 0;
-    if (!Int(a[1], &v)) return AppendError(out, "ERR Protocol version is not an integer or out of range");
+    if (!Int(a[1], &v))
+      return AppendError(out, "ERR Protocol version is not an integer or out of range");
     if (v != 2) return AppendError(out, "NOPROTO unsupported protocol version");
     if (a.size() > 2) return AppendError(out, kSyntax);  // AUTH / SETNAME: not kept
   }
@@ -316,8 +316,8 @@ const std::vector<CommandSpec>& Specs() {
        }},
       {"flushall", -1,
        [](const Context& c, const RedisArgs& a, IOBuf* out) {
-         if (a.size() > 2 || (a.size() == 2 && !EqualsNoCase(a[1], "sync") &&
-                              !EqualsNoCase(a[1], "async"))) {
+         if (a.size() > 2 ||
+             (a.size() == 2 && !EqualsNoCase(a[1], "sync") && !EqualsNoCase(a[1], "async"))) {
            return AppendError(out, kSyntax);
          }
          c.store->Clear();
@@ -355,20 +355,19 @@ int AddRedisCommands(rpc::Server* server, RedisStore* store, const ServerInfo* i
   const Context ctx{store, info, server};
   for (const CommandSpec& spec : Specs()) {
     const CommandSpec* s = &spec;  // Specs() lives for the process
-    const int rc = server->AddMethod(
-        s->name, [ctx, s](rpc::Controller*, const IOBuf& request, IOBuf* response,
-                          rpc::Closure done) {
-          RedisArgs args;
-          if (!args.Parse(request) || args.size() == 0) {
-            AppendError(response, "ERR malformed request");
-          } else if ((s->arity > 0 && args.size() != static_cast<size_t>(s->arity)) ||
-                     (s->arity < 0 && args.size() < static_cast<size_t>(-s->arity))) {
-            AppendError(response, rpc::redis::WrongArgsError(s->name));
-          } else {
-            s->run(ctx, args, response);
-          }
-          done();
-        });
+    const int rc = server->AddMethod(s->name, [ctx, s](rpc::Controller*, const IOBuf& request,
+                                                       IOBuf* response, rpc::Closure done) {
+      RedisArgs args;
+      if (!args.Parse(request) || args.size() == 0) {
+        AppendError(response, "ERR malformed request");
+      } else if ((s->arity > 0 && args.size() != static_cast<size_t>(s->arity)) ||
+                 (s->arity < 0 && args.size() < static_cast<size_t>(-s->arity))) {
+        AppendError(response, rpc::redis::WrongArgsError(s->name));
+      } else {
+        s->run(ctx, args, response);
+      }
+      done();
+    });
     if (rc != 0) return rc;
   }
   return 0;

@@ -41,8 +41,8 @@ class RedisStore {
   enum class SetCondition { kAlways, kIfMissing, kIfPresent };
   // Sets key to value with an absolute expiry (kNoExpiry: none). False
   // (nothing changed) when the condition does not hold.
-  bool Set(std::string_view key, std::string_view value, int64_t expire_at_ms,
-           SetCondition cond, int64_t now_ms);
+  bool Set(std::string_view key, std::string_view value, int64_t expire_at_ms, SetCondition cond,
+           int64_t now_ms);
   // Sets every pair at once: no reader sees some set and not others (the
   // shards involved are locked together, in index order).
   void MultiSet(const std::vector<std::pair<std::string_view, std::string_view>>& pairs);

@@ -1,8 +1,8 @@
 #include "protocols/redis/redis_protocol.h"
 
 #include <errno.h>
-#include <string.h>
 #include <gflags/gflags.h>
+#include <string.h>
 
 #include <atomic>
 #include <map>
@@ -254,13 +254,15 @@ bool LooksLikeHttp(const IOBuf& source) {
 
 // Redis commands an inline first line may start with (lower case).
 constexpr const char* kInlineCommands[] = {
-    "ping", "echo", "set", "get", "del", "exists", "incr", "incrby", "decr", "decrby", "mget",
-    "mset", "expire", "pexpire", "ttl", "pttl", "dbsize", "flushall", "flushdb", "info", "config",
-    "command", "quit", "hello", "select", "auth", "client", "keys", "scan", "type", "lpush",
-    "rpush", "lpop", "rpop", "lrange", "sadd", "smembers", "hset", "hget", "hgetall", "zadd",
-    "zrange", "publish", "subscribe", "multi", "exec", "discard", "watch", "time", "monitor",
-    "shutdown", "setex", "setnx", "append", "strlen", "getset", "persist", "rename", "memory",
-    "slowlog", "debug", "save", "bgsave", "lastsave", "role", "cluster", "readonly", "reset"};
+    "ping",    "echo",     "set",      "get",       "del",      "exists",  "incr",    "incrby",
+    "decr",    "decrby",   "mget",     "mset",      "expire",   "pexpire", "ttl",     "pttl",
+    "dbsize",  "flushall", "flushdb",  "info",      "config",   "command", "quit",    "hello",
+    "select",  "auth",     "client",   "keys",      "scan",     "type",    "lpush",   "rpush",
+    "lpop",    "rpop",     "lrange",   "sadd",      "smembers", "hset",    "hget",    "hgetall",
+    "zadd",    "zrange",   "publish",  "subscribe", "multi",    "exec",    "discard", "watch",
+    "time",    "monitor",  "shutdown", "setex",     "setnx",    "append",  "strlen",  "getset",
+    "persist", "rename",   "memory",   "slowlog",   "debug",    "save",    "bgsave",  "lastsave",
+    "role",    "cluster",  "readonly", "reset"};
 
 // On a connection's first message, whether an inline (non-array) line is
 // Redis': PARSE_OK when its first word is a Redis command, NOT_ENOUGH_DATA

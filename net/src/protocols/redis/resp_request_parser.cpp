@@ -50,12 +50,24 @@ bool SplitInline(std::string_view line, std::vector<std::string>* words) {
         if (c == '\\' && i + 1 < n) {
           const char e = line[i + 1];
           switch (e) {
-            case 'n': word.push_back('\n'); break;
-            case 'r': word.push_back('\r'); break;
-            case 't': word.push_back('\t'); break;
-            case 'b': word.push_back('\b'); break;
-            case 'a': word.push_back('\a'); break;
-            default: word.push_back(e); break;
+            case 'n':
+              word.push_back('\n');
+              break;
+            case 'r':
+              word.push_back('\r');
+              break;
+            case 't':
+              word.push_back('\t');
+              break;
+            case 'b':
+              word.push_back('\b');
+              break;
+            case 'a':
+              word.push_back('\a');
+              break;
+            default:
+              word.push_back(e);
+              break;
           }
           i += 2;
           continue;
@@ -270,10 +282,9 @@ RespRequestParser::Result RespRequestParser::Parse(IOBuf* source, RespCommand* o
           partial_.name = Lower(name);
         }
         const uint32_t le = static_cast<uint32_t>(n);
-        const unsigned char hdr[4] = {static_cast<unsigned char>(le),
-                                      static_cast<unsigned char>(le >> 8),
-                                      static_cast<unsigned char>(le >> 16),
-                                      static_cast<unsigned char>(le >> 24)};
+        const unsigned char hdr[4] = {
+            static_cast<unsigned char>(le), static_cast<unsigned char>(le >> 8),
+            static_cast<unsigned char>(le >> 16), static_cast<unsigned char>(le >> 24)};
         partial_.args.append(hdr, sizeof(hdr));
         source->cutn(&partial_.args, n);
         source->pop_front(2);
