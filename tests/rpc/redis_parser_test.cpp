@@ -1,0 +1,333 @@
+// The RESP2 request parser and writers: Redis' limits and wording, hostile
+// lengths, nesting, truncation at every byte, one byte at a time.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "net_test_util.h"
+#include "protocols/redis/redis_client.h"
+#include "protocols/redis/redis_protocol.h"
+#include "protocols/redis/resp_request_parser.h"
+#include "weft/rpc/redis.h"
+
+namespace weft::rpc::redis {
+namespace {
+
+// Any non-null arg: the server side of ParseRedis.
+const int kServerTag = 0;
+
+std::vector<std::string> Args(const RespCommand& c) {
+  RedisArgs a;
+  EXPECT_TRUE(a.Parse(c.args));
+  EXPECT_EQ(c.argc, a.size());
+  std::vector<std::string> r;
+  for (size_t i = 0; i < a.size(); ++i) r.emplace_back(a[i]);
+  return r;
+}
+
+// Feeds `bytes` whole; returns every command, or the error text in *error.
+std::vector<std::vector<std::string>> ParseAll(const std::string& bytes, std::string* error,
+                                               size_t* left = nullptr) {
+  RespRequestParser p;
+  IOBuf buf;
+  buf.append(bytes);
+  std::vector<std::vector<std::string>> out;
+  for (;;) {
+    RespCommand c;
+    const auto r = p.Parse(&buf, &c);
+    if (r == RespRequestParser::kOk) {
+      out.push_back(Args(c));
+      continue;
+    }
+    if (r == RespRequestParser::kError) *error = p.error();
+    break;
+  }
+  if (left != nullptr) *left = buf.size();
+  return out;
+}
+
+std::string Resp(const std::vector<std::string>& args) {
+  std::string s = "*" + std::to_string(args.size()) + "\r\n";
+  for (const auto& a : args) s += "$" + std::to_string(a.size()) + "\r\n" + a + "\r\n";
+  return s;
+}
+
+TEST(RedisParserTest, ArraysOfBulkStringsBecomeCommandsWithLowerCasedNames) {
+  RespRequestParser p;
+  IOBuf buf;
+  buf.append(Resp({"SET", "k", std::string("v\0\r\nx", 5)}));
+  RespCommand c;
+  ASSERT_EQ(RespRequestParser::kOk, p.Parse(&buf, &c));
+  EXPECT_EQ("set", c.name);
+  EXPECT_EQ((std::vector<std::string>{"SET", "k", std::string("v\0\r\nx", 5)}), Args(c));
+  EXPECT_TRUE(buf.empty());
+}
+
+TEST(RedisParserTest, InlineCommandsSplitLikeRedis) {
+  std::string err;
+  const auto cmds = ParseAll("PING\r\nset k \"a b\\x41\\n\" 'it\\'s'\nECHO  x  \r\n", &err);
+  EXPECT_EQ("", err);
+  ASSERT_EQ(3u, cmds.size());
+  EXPECT_EQ((std::vector<std::string>{"PING"}), cmds[0]);
+  EXPECT_EQ((std::vector<std::string>{"set", "k", "a bA\n", "it's"}), cmds[1]);
+  EXPECT_EQ((std::vector<std::string>{"ECHO", "x"}), cmds[2]);
+}
+
+TEST(RedisParserTest, EmptyCommandsAreSkipped) {
+  std::string err;
+  const auto cmds = ParseAll("*0\r\n*-1\r\n\r\n   \r\nPING\r\n", &err);
+  EXPECT_EQ("", err);
+  ASSERT_EQ(1u, cmds.size());
+  EXPECT_EQ((std::vector<std::string>{"PING"}), cmds[0]);
+}
+
+TEST(RedisParserTest, UnbalancedQuotesAreAProtocolError) {
+  std::string err;
+  EXPECT_TRUE(ParseAll("set k \"abc\r\n", &err).empty());
+  EXPECT_EQ("Protocol error: unbalanced quotes in request", err);
+  err.clear();
+  ParseAll("set k \"abc\"def\r\n", &err);
+  EXPECT_EQ("Protocol error: unbalanced quotes in request", err);
+}
+
+TEST(RedisParserTest, NegativeBulkLengthIsInvalidBulkLength) {
+  std::string err;
+  EXPECT_TRUE(ParseAll("*1\r\n$-5\r\n", &err).empty());
+  EXPECT_EQ("Protocol error: invalid bulk length", err);
+  err.clear();
+  ParseAll("*1\r\n$-1\r\n", &err);
+  EXPECT_EQ("Protocol error: invalid bulk length", err);
+  err.clear();
+  ParseAll("*1\r\n$12a\r\n", &err);
+  EXPECT_EQ("Protocol error: invalid bulk length", err);
+}
+
+TEST(RedisParserTest, BulkOver512MBIsInvalidBulkLengthAndExactly512MBWaits) {
+  std::string err;
+  ParseAll("*1\r\n$536870913\r\n", &err);
+  EXPECT_EQ("Protocol error: invalid bulk length", err);
+  err.clear();
+  ParseAll("*1\r\n$99999999999999999999999\r\n", &err);
+  EXPECT_EQ("Protocol error: invalid bulk length", err);
+  err.clear();
+  size_t left = 0;
+  EXPECT_TRUE(ParseAll("*1\r\n$536870912\r\nabc", &err, &left).empty());
+  EXPECT_EQ("", err);  // a legal length: waits for the bytes
+  EXPECT_EQ(3u, left);
+}
+
+TEST(RedisParserTest, HugeArrayCountIsInvalidMultibulkLength) {
+  std::string err;
+  ParseAll("*99999999999\r\n", &err);
+  EXPECT_EQ("Protocol error: invalid multibulk length", err);
+  err.clear();
+  ParseAll("*2147483648\r\n", &err);
+  EXPECT_EQ("Protocol error: invalid multibulk length", err);
+  err.clear();
+  ParseAll("*x\r\n", &err);
+  EXPECT_EQ("Protocol error: invalid multibulk length", err);
+  // INT_MAX itself is legal and reserves nothing: it waits for arguments.
+  err.clear();
+  size_t left = 1;
+  EXPECT_TRUE(ParseAll("*2147483647\r\n", &err, &left).empty());
+  EXPECT_EQ("", err);
+  EXPECT_EQ(0u, left);
+}
+
+TEST(RedisParserTest, NestedArraysAreAProtocolError) {
+  std::string err;
+  EXPECT_TRUE(ParseAll("*1\r\n*1\r\n$1\r\na\r\n", &err).empty());
+  EXPECT_EQ("Protocol error: expected '$', got '*'", err);
+  err.clear();
+  ParseAll("*2\r\n$1\r\na\r\n:1\r\n", &err);
+  EXPECT_EQ("Protocol error: expected '$', got ':'", err);
+}
+
+TEST(RedisParserTest, InlineLineWithoutEndIsCutAt64KiB) {
+  std::string err;
+  size_t left = 0;
+  EXPECT_TRUE(ParseAll(std::string(kMaxInlineSize, 'a'), &err, &left).empty());
+  EXPECT_EQ("", err);
+  EXPECT_EQ(kMaxInlineSize, left);
+  ParseAll(std::string(kMaxInlineSize + 1, 'a'), &err);
+  EXPECT_EQ("Protocol error: too big inline request", err);
+  err.clear();
+  ParseAll("*" + std::string(kMaxInlineSize + 1, '1'), &err);
+  EXPECT_EQ("Protocol error: too big mbulk count string", err);
+  err.clear();
+  ParseAll("*1\r\n$" + std::string(kMaxInlineSize + 1, '1'), &err);
+  EXPECT_EQ("Protocol error: too big bulk count string", err);
+}
+
+TEST(RedisParserTest, AnErrorIsFinal) {
+  RespRequestParser p;
+  IOBuf buf;
+  buf.append("*1\r\n$-5\r\n");
+  RespCommand c;
+  ASSERT_EQ(RespRequestParser::kError, p.Parse(&buf, &c));
+  buf.clear();
+  buf.append("PING\r\n");
+  EXPECT_EQ(RespRequestParser::kError, p.Parse(&buf, &c));
+}
+
+// Without a connection (socket == nullptr), every prefix of a pipeline
+// either yields its complete commands or waits, consuming nothing.
+TEST(RedisParserTest, TruncationAtEveryByteWaitsAndConsumesNothing) {
+  const std::string one = Resp({"SET", "key", "value"});
+  const std::string two = "INCR counter\r\n";
+  const std::string three = Resp({"GET", ""});
+  const std::string all = one + two + three;
+  for (size_t cut = 0; cut <= all.size(); ++cut) {
+    IOBuf buf;
+    buf.append(all.data(), cut);
+    size_t commands = 0;
+    for (;;) {
+      const size_t before = buf.size();
+      ParseResult r = ParseRedis(&buf, nullptr, false, &kServerTag);
+      if (!r.is_ok()) {
+        ASSERT_EQ(PARSE_ERROR_NOT_ENOUGH_DATA, r.error()) << cut;
+        ASSERT_EQ(before, buf.size()) << cut;
+        break;
+      }
+      auto* m = static_cast<RedisMessage*>(r.message());
+      EXPECT_TRUE(m->protocol_error.empty()) << cut;
+      ++commands;
+      m->Destroy();
+    }
+    const size_t expect = cut >= all.size()                ? 3
+                          : cut >= one.size() + two.size() ? 2
+                          : cut >= one.size()              ? 1
+                                                           : 0;
+    EXPECT_EQ(expect, commands) << "cut at " << cut;
+  }
+}
+
+// A protocol error without a connection is a message carrying the reply
+// text, not a silent close.
+TEST(RedisParserTest, ProtocolErrorBecomesAnErrReply) {
+  IOBuf buf;
+  buf.append("*1\r\n$-5\r\n");
+  ParseResult r = ParseRedis(&buf, nullptr, false, &kServerTag);
+  ASSERT_TRUE(r.is_ok());
+  auto* m = static_cast<RedisMessage*>(r.message());
+  EXPECT_EQ("ERR Protocol error: invalid bulk length", m->protocol_error);
+  m->Destroy();
+}
+
+TEST(RedisParserTest, StreamFedOneByteAtATimeYieldsTheSameCommands) {
+  std::string all;
+  std::vector<std::vector<std::string>> expected;
+  for (int i = 0; i < 50; ++i) {
+    std::vector<std::string> cmd = {"MSET", "k" + std::to_string(i), std::string(i * 7, 'v')};
+    all += Resp(cmd);
+    expected.push_back(cmd);
+    all += "PING\r\n";
+    expected.push_back({"PING"});
+  }
+  RespRequestParser p;
+  IOBuf buf;
+  std::vector<std::vector<std::string>> got;
+  for (char ch : all) {
+    buf.push_back(ch);
+    for (;;) {
+      RespCommand c;
+      const auto r = p.Parse(&buf, &c);
+      ASSERT_NE(RespRequestParser::kError, r) << p.error();
+      if (r != RespRequestParser::kOk) break;
+      got.push_back(Args(c));
+    }
+  }
+  EXPECT_EQ(expected, got);
+  EXPECT_TRUE(buf.empty());
+}
+
+TEST(RedisParserTest, ParseInt64IsStrict) {
+  int64_t v = 0;
+  EXPECT_TRUE(ParseInt64("-9223372036854775808", 20, &v));
+  EXPECT_EQ(INT64_MIN, v);
+  EXPECT_TRUE(ParseInt64("9223372036854775807", 19, &v));
+  EXPECT_EQ(INT64_MAX, v);
+  EXPECT_FALSE(ParseInt64("9223372036854775808", 19, &v));
+  EXPECT_FALSE(ParseInt64("+1", 2, &v));
+  EXPECT_FALSE(ParseInt64("-", 1, &v));
+  EXPECT_FALSE(ParseInt64("", 0, &v));
+  EXPECT_FALSE(ParseInt64(" 1", 2, &v));
+}
+
+TEST(RedisWriterTest, RepliesAndErrorsAreWordedAsRedis) {
+  IOBuf out;
+  AppendStatus(&out, "OK");
+  AppendError(&out, "ERR a\r\nb");
+  AppendInteger(&out, -42);
+  AppendBulk(&out, "hi");
+  AppendNullBulk(&out);
+  AppendArrayHeader(&out, 2);
+  EXPECT_EQ("+OK\r\n-ERR a  b\r\n:-42\r\n$2\r\nhi\r\n$-1\r\n*2\r\n", out.to_string());
+  EXPECT_EQ("ERR wrong number of arguments for 'get' command", WrongArgsError("GET"));
+  IOBuf req;
+  AppendRequestArg(&req, "foo");
+  AppendRequestArg(&req, "a");
+  AppendRequestArg(&req, "b");
+  RedisArgs args;
+  ASSERT_TRUE(args.Parse(req));
+  EXPECT_EQ("ERR unknown command 'foo', with args beginning with: 'a' 'b' ",
+            UnknownCommandError(args));
+}
+
+TEST(RedisReplyTest, RepliesDecodeAndDeepNestingIsRefused) {
+  IOBuf resp;
+  resp.append("+OK\r\n:7\r\n$-1\r\n*2\r\n$1\r\na\r\n*1\r\n-ERR x\r\n$3\r\nabc\r\n");
+  std::vector<RedisReply> r;
+  ASSERT_TRUE(ParseReplies(resp, &r));
+  ASSERT_EQ(5u, r.size());
+  EXPECT_EQ(RedisReply::kStatus, r[0].type);
+  EXPECT_EQ(7, r[1].integer);
+  EXPECT_EQ(RedisReply::kNil, r[2].type);
+  ASSERT_EQ(2u, r[3].elements.size());
+  EXPECT_EQ("ERR x", r[3].elements[1].elements[0].str);
+  EXPECT_EQ("abc", r[4].str);
+  std::string deep;
+  for (int i = 0; i <= kMaxReplyDepth + 1; ++i) deep += "*1\r\n";
+  deep += ":1\r\n";
+  size_t end = 0;
+  EXPECT_EQ(ReplyScan::kError, ScanReply(deep.data(), deep.size(), 0, 0, &end));
+  const std::string huge = "$536870913\r\n";
+  EXPECT_EQ(ReplyScan::kError, ScanReply(huge.data(), huge.size(), 0, 0, &end));
+  const std::string part = "*2\r\n:1\r\n";
+  EXPECT_EQ(ReplyScan::kNeedMore, ScanReply(part.data(), part.size(), 0, 0, &end));
+}
+
+}  // namespace
+}  // namespace weft::rpc::redis
+
+namespace weft::rpc::redis {
+namespace {
+
+// A command consumed in part by one parse (its header lines) and finished
+// by the next: the second parse starts mid-bulk, at bytes that are no
+// command name, and must not hand the connection to other protocols.
+TEST(RedisParserTest, ACommandSplitMidBulkOnAFirstMessageStaysRedis) {
+  int a = -1, b = -1;
+  ASSERT_TRUE(test::make_tcp_pair(&a, &b));
+  SocketId id;
+  SocketUniquePtr s;
+  ASSERT_TRUE(test::adopt_fd(a, &id, &s));
+  IOBuf buf;
+  buf.append("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$8\r\nvv");
+  ParseResult r = ParseRedis(&buf, s.get(), false, &kServerTag);
+  ASSERT_EQ(PARSE_ERROR_NOT_ENOUGH_DATA, r.error());
+  buf.append("vvvvvv\r\n");
+  r = ParseRedis(&buf, s.get(), false, &kServerTag);
+  ASSERT_TRUE(r.is_ok()) << ParseErrorToString(r.error());
+  auto* m = static_cast<RedisMessage*>(r.message());
+  EXPECT_EQ("set", m->command.name);
+  EXPECT_EQ(3u, m->command.argc);
+  m->Destroy();
+  s->SetFailed();
+  close(b);
+}
+
+}  // namespace
+}  // namespace weft::rpc::redis

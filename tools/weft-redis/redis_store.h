@@ -1,0 +1,104 @@
+// RedisStore: weft-redis' in-memory keyspace (strings only).
+//
+// Keys are spread over shards by hash; each shard is a hash map under its
+// own fiber mutex (weft::Mutex: a command waiting for a shard suspends its
+// fiber, not its worker), held only for the map operation itself. Expiry is
+// lazy (a read or write of an expired key removes it first) plus a sweep
+// (SweepExpired, run periodically by the server) that removes expired keys
+// nobody touches, a bounded number per call so no shard is held long.
+//
+// Times are CLOCK_MONOTONIC milliseconds, passed in by the caller (tests
+// drive the clock). Every method may run in parallel with every other, from
+// fibers or pthreads; each may suspend on a shard mutex.
+#ifndef WEFT_TOOLS_WEFT_REDIS_REDIS_STORE_H_
+#define WEFT_TOOLS_WEFT_REDIS_REDIS_STORE_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "weft/mutex.h"
+
+namespace weft::redis_tool {
+
+class RedisStore {
+ public:
+  static constexpr size_t kDefaultShards = 64;
+  // No expiry.
+  static constexpr int64_t kNoExpiry = 0;
+
+  explicit RedisStore(size_t shards = kDefaultShards);
+
+  // The value, or false when the key is missing (or expired).
+  bool Get(std::string_view key, int64_t now_ms, std::string* value);
+
+  enum class SetCondition { kAlways, kIfMissing, kIfPresent };
+  // Sets key to value with an absolute expiry (kNoExpiry: none). False
+  // (nothing changed) when the condition does not hold.
+  bool Set(std::string_view key, std::string_view value, int64_t expire_at_ms, SetCondition cond,
+           int64_t now_ms);
+  // Sets every pair at once: no reader sees some set and not others (the
+  // shards involved are locked together, in index order).
+  void MultiSet(const std::vector<std::pair<std::string_view, std::string_view>>& pairs);
+
+  bool Delete(std::string_view key, int64_t now_ms);
+  bool Exists(std::string_view key, int64_t now_ms);
+
+  enum class IncrResult { kOk, kNotInteger, kOverflow };
+  // Adds delta to the integer in key (a missing key counts as 0), keeping
+  // its expiry; *result is the new value.
+  IncrResult IncrBy(std::string_view key, int64_t delta, int64_t now_ms, int64_t* result);
+
+  // Sets an absolute expiry on an existing key (one at or before now
+  // deletes it). False when the key is missing.
+  bool ExpireAt(std::string_view key, int64_t at_ms, int64_t now_ms);
+  // Milliseconds left: -2 when missing, -1 when it has no expiry.
+  int64_t PttlMs(std::string_view key, int64_t now_ms);
+
+  // Keys held (expired ones not yet removed included, as Redis' DBSIZE),
+  // and how many of them have an expiry.
+  size_t Size() const;
+  size_t ExpiringCount() const;
+  void Clear();
+
+  // Removes up to `budget` expired keys, scanning on from where the last
+  // call stopped. Returns how many were removed.
+  size_t SweepExpired(int64_t now_ms, size_t budget);
+
+ private:
+  struct Entry {
+    std::string value;
+    int64_t expire_at_ms = kNoExpiry;
+  };
+  struct Shard {
+    mutable Mutex mu;
+    // Guarded by mu.
+    std::unordered_map<std::string, Entry> map;
+    size_t expiring = 0;
+    size_t sweep_bucket = 0;
+    // A key copied here for lookups (C++17 maps have no string_view find);
+    // it keeps its capacity, so a lookup allocates nothing.
+    std::string scratch;
+  };
+
+  Shard& ShardOf(std::string_view key);
+  size_t ShardIndex(std::string_view key) const;
+  // The live entry of key, removing it if expired; mu held.
+  static Entry* FindLive(Shard& s, std::string_view key, int64_t now_ms);
+  static void EraseLocked(Shard& s, std::unordered_map<std::string, Entry>::iterator it);
+
+  std::vector<std::unique_ptr<Shard>> shards_;
+  // The shard SweepExpired resumes at; touched only by the sweeping fiber
+  // (one at a time, by the server's contract).
+  size_t sweep_shard_ = 0;
+};
+
+}  // namespace weft::redis_tool
+
+#endif  // WEFT_TOOLS_WEFT_REDIS_REDIS_STORE_H_
