@@ -5,6 +5,7 @@
 
 #include <mutex>
 
+#include "protocols/http/http_protocol.h"
 #include "protocols/weft_std/weft_std_protocol.h"
 
 namespace weft::rpc::internal {
@@ -15,6 +16,10 @@ void RegisterBuiltinProtocolsOnce() {
     // A built-in failing to register is a build defect (a duplicate name).
     if (RegisterProtocolNoInit(weft_std::MakeWeftStdProtocol()) != 0) {
       fprintf(stderr, "weft rpc: fail to register the weft_std protocol\n");
+      abort();
+    }
+    if (RegisterProtocolNoInit(http::MakeHttpProtocol()) != 0) {
+      fprintf(stderr, "weft rpc: fail to register the http protocol\n");
       abort();
     }
   });
