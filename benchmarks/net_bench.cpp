@@ -6,6 +6,7 @@
 // do, except the plain loop's Nagle variant (nodelay:0).
 //
 //   net_bench --benchmark_min_time=0.5
+//   net_bench --weft_event_dispatcher_mode=worker   (fiber|worker|pthread)
 //
 // Every benchmark measures wall time from the first write until a reader
 // thread on the peer end has received every byte, so bytes still queued in
@@ -406,6 +407,82 @@ void BM_plain_echo_rtt(benchmark::State& state) {
 
 BENCHMARK(BM_plain_echo_rtt)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_socket_echo_rtt)->UseManualTime()->Unit(benchmark::kMillisecond);
+
+// ---- many connections: 1,000 clients, a 16-byte ping on each per round ----
+// One round writes a ping on every client connection (from one fiber) and
+// waits until every echo is back, so each round is a burst of ~1,000 input
+// events on the server's dispatcher and ~1,000 on the clients'. The same
+// count_replies readers and butex as echo_rtt. Reported: us per round and
+// echoes per second.
+
+void BM_socket_echo_1000conn(benchmark::State& state) {
+  const int nconn = static_cast<int>(state.range(0));
+  if (g_reply_bytes == nullptr) g_reply_bytes = weft::butex_create_checked<std::atomic<int>>();
+  g_reply_bytes->store(0);
+  weft::Acceptor acceptor(echo_back);
+  const int lfd = weft::tcp_listen(weft::EndPoint::loopback(0), 4096);
+  const weft::EndPoint ep = weft::get_local_side(lfd);
+  if (acceptor.StartAccept(lfd, 0) != 0) abort();
+  std::vector<weft::SocketUniquePtr> clients(static_cast<size_t>(nconn));
+  for (auto& c : clients) {
+    weft::SocketOptions opt;
+    opt.remote_side = ep;
+    opt.on_edge_triggered_events = count_replies;
+    weft::SocketId id;
+    if (weft::Socket::Create(opt, &id) != 0) abort();
+    weft::Socket::Address(id, &c);
+  }
+  struct RoundArg {
+    std::vector<weft::SocketUniquePtr>* clients;
+    int64_t rounds;
+  };
+  auto run_rounds = [](void* p) -> void* {
+    auto* a = static_cast<RoundArg*>(p);
+    char msg[kPingBytes];
+    memset(msg, 'p', sizeof(msg));
+    const int burst = static_cast<int>(a->clients->size()) * kPingBytes;
+    for (int64_t r = 0; r < a->rounds; ++r) {
+      const int expected = g_reply_bytes->load(std::memory_order_acquire) + burst;
+      for (auto& c : *a->clients) {
+        weft::IOBuf buf;
+        buf.append(msg, sizeof(msg));
+        if (c->Write(&buf) != 0) abort();
+      }
+      int seen;
+      while ((seen = g_reply_bytes->load(std::memory_order_acquire)) < expected) {
+        weft::butex_wait(g_reply_bytes, seen, nullptr);
+      }
+    }
+    return nullptr;
+  };
+  RoundArg warm{&clients, 3};  // connects every client
+  bthread_t tid;
+  bthread_start_background(&tid, nullptr, run_rounds, &warm);
+  bthread_join(tid, nullptr);
+  const int64_t rounds = 200;
+  int64_t total = 0;
+  for (auto _ : state) {
+    RoundArg arg{&clients, rounds};
+    const auto start = Clock::now();
+    bthread_start_background(&tid, nullptr, run_rounds, &arg);
+    bthread_join(tid, nullptr);
+    state.SetIterationTime(std::chrono::duration<double>(Clock::now() - start).count());
+    total += rounds;
+  }
+  state.counters["round_us"] = benchmark::Counter(
+      static_cast<double>(total) * 1e-6, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["echoes_per_s"] =
+      benchmark::Counter(static_cast<double>(total * nconn), benchmark::Counter::kIsRate);
+  for (auto& c : clients) c->SetFailed();
+  clients.clear();
+  acceptor.StopAccept();
+}
+
+BENCHMARK(BM_socket_echo_1000conn)
+    ->ArgNames({"conns"})
+    ->Arg(1000)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

@@ -2,7 +2,7 @@
 # the README must contain the body of each example file (from its first
 # #include on) verbatim.
 file(READ "${SOURCE_DIR}/README.md" readme)
-foreach(example tools/tour_example.cpp tools/net_example.cpp)
+foreach(example tools/tour_example.cpp tools/net_example.cpp tools/protocol_example.cpp)
   file(READ "${SOURCE_DIR}/${example}" text)
   string(FIND "${text}" "#include" start)
   string(SUBSTRING "${text}" ${start} -1 body)

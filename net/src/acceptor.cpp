@@ -7,6 +7,7 @@
 
 #include "base/time_util.h"
 #include "net_log.h"
+#include "serving_connection.h"
 #include "weft/errno.h"
 
 namespace weft {
@@ -28,7 +29,9 @@ Acceptor::Acceptor(void (*on_new_messages)(Socket*), void* arg,
 }
 
 Acceptor::~Acceptor() {
-  StopAccept();
+  // Everything, the caller's connection included: the connections point at
+  // this object.
+  Stop(/*wait_for_callers_connection=*/true);
   bthread_cond_destroy(&empty_cond_);
   bthread_mutex_destroy(&map_mutex_);
 }
@@ -88,40 +91,86 @@ int Acceptor::StartAccept(int listened_fd, int idle_timeout_sec) {
   return 0;
 }
 
-void Acceptor::StopAccept() {
+void Acceptor::StopAccept() { Stop(/*wait_for_callers_connection=*/false); }
+
+void Acceptor::Stop(bool wait_for_callers_connection) {
   bthread_mutex_lock(&map_mutex_);
   while (starting_) bthread_cond_wait(&empty_cond_, &map_mutex_);
-  if (status_ != RUNNING) {
+  if (status_ == RUNNING) {
+    // From now on OnNewConnectionsUntilEAGAIN fails what it accepts.
+    status_ = STOPPING;
+    stop_issued_ = false;
+    const SocketId listener = acception_id_;
+    const bthread_t idle_tid = close_idle_tid_;
+    close_idle_tid_ = 0;
+    bthread_mutex_unlock(&map_mutex_);
+
+    // Shuts the listening fd down: a fiber inside accept() gets an error
+    // and returns; the fd closes when the listener recycles.
+    Socket::SetFailed(listener);
+    std::vector<SocketId> ids;
+    ListConnections(&ids);
+    for (const SocketId id : ids) {
+      SocketUniquePtr s;
+      // Graceful: replies already accepted for writing are flushed (bounded
+      // by --weft_socket_close_flush_ms) before the connection closes. The
+      // caller's own connection too.
+      if (Socket::Address(id, &s) == 0) s->CloseGracefully(ELOGOFF, "the acceptor is stopping");
+    }
+    if (idle_tid != 0) {
+      bthread_stop(idle_tid);
+      bthread_join(idle_tid, nullptr);
+    }
+    bthread_mutex_lock(&map_mutex_);
+    stop_issued_ = true;
+    MaybeFinishStopLocked();
+    bthread_cond_broadcast(&empty_cond_);
+  } else if (status_ != STOPPING) {
+    // Never started, or stopped already.
     bthread_mutex_unlock(&map_mutex_);
     return;
   }
-  // From now on OnNewConnectionsUntilEAGAIN fails what it accepts.
-  status_ = STOPPING;
-  const SocketId listener = acception_id_;
-  const bthread_t idle_tid = close_idle_tid_;
-  close_idle_tid_ = 0;
+  // STOPPING: this stop or another caller's (possibly one that returned
+  // from a handler, leaving its own connection behind). A handler of one of
+  // our connections runs in a fiber that keeps that connection alive, so
+  // waiting for it would never end: such a caller waits for every other
+  // connection. Callers' connections are counted together, so two handlers
+  // stopping at once do not wait for each other.
+  const SocketId own =
+      wait_for_callers_connection ? INVALID_SOCKET_ID : net_internal::serving_connection();
+  const bool own_is_ours = own != INVALID_SOCKET_ID && socket_map_.count(own) != 0;
+  if (own_is_ours) callers_in_stop_.push_back(own);
+  while (!StopWaitOverLocked()) bthread_cond_wait(&empty_cond_, &map_mutex_);
+  if (own_is_ours) {
+    for (size_t i = 0; i < callers_in_stop_.size(); ++i) {
+      if (callers_in_stop_[i] == own) {
+        callers_in_stop_[i] = callers_in_stop_.back();
+        callers_in_stop_.pop_back();
+        break;
+      }
+    }
+  }
   bthread_mutex_unlock(&map_mutex_);
+}
 
-  // Shuts the listening fd down: a fiber inside accept() gets an error and
-  // returns; the fd closes when the listener recycles.
-  Socket::SetFailed(listener);
-  std::vector<SocketId> ids;
-  ListConnections(&ids);
-  for (const SocketId id : ids) {
-    SocketUniquePtr s;
-    // Graceful: replies already accepted for writing are flushed (bounded
-    // by --weft_socket_close_flush_ms) before the connection closes.
-    if (Socket::Address(id, &s) == 0) s->CloseGracefully(ELOGOFF, "the acceptor is stopping");
+bool Acceptor::StopWaitOverLocked() const {
+  if (status_ != STOPPING) return true;  // Finished (MaybeFinishStopLocked).
+  if (!stop_issued_ || !listener_recycled_) return false;
+  // Every connection left must be one whose handler is waiting here.
+  size_t callers_left = 0;
+  for (size_t i = 0; i < callers_in_stop_.size(); ++i) {
+    bool seen = false;
+    for (size_t j = 0; j < i; ++j) seen = seen || callers_in_stop_[j] == callers_in_stop_[i];
+    if (!seen && socket_map_.count(callers_in_stop_[i]) != 0) ++callers_left;
   }
-  if (idle_tid != 0) {
-    bthread_stop(idle_tid);
-    bthread_join(idle_tid, nullptr);
+  return socket_map_.size() == callers_left;
+}
+
+void Acceptor::MaybeFinishStopLocked() {
+  if (status_ == STOPPING && stop_issued_ && listener_recycled_ && socket_map_.empty()) {
+    status_ = STOPPED;
+    acception_id_ = INVALID_SOCKET_ID;
   }
-  bthread_mutex_lock(&map_mutex_);
-  while (!listener_recycled_ || !socket_map_.empty()) bthread_cond_wait(&empty_cond_, &map_mutex_);
-  status_ = STOPPED;
-  acception_id_ = INVALID_SOCKET_ID;
-  bthread_mutex_unlock(&map_mutex_);
 }
 
 size_t Acceptor::ConnectionCount() const {
@@ -185,9 +234,10 @@ void Acceptor::OnNewConnectionsUntilEAGAIN(Socket* acception) {
     }
     SocketOptions options;
     options.fd = in_fd;
+    options.fd_nonblocking_cloexec = true;  // accept4's flags above
     options.remote_side = EndPoint(reinterpret_cast<const sockaddr*>(&addr), addr_len);
     options.user = am;
-    options.on_edge_triggered_events = am->on_new_messages_;
+    options.on_edge_triggered_events = OnConnectionEvents;
     options.keytable_pool = am->keytable_pool_;
     SocketId socket_id;
     if (Socket::Create(options, &socket_id) != 0) {
@@ -207,10 +257,20 @@ void Acceptor::OnNewConnectionsUntilEAGAIN(Socket* acception) {
   }
 }
 
+void Acceptor::OnConnectionEvents(Socket* sock) {
+  // The reading fiber serves this connection: a StopAccept from the reading
+  // callback (or from a message it runs) does not wait for it.
+  net_internal::ServingConnectionScope serving(sock->id());
+  static_cast<Acceptor*>(sock->user())->on_new_messages_(sock);
+}
+
 void Acceptor::BeforeRecycle(Socket* sock) {
   bthread_mutex_lock(&map_mutex_);
   socket_map_.erase(sock->id());
-  if (socket_map_.empty()) bthread_cond_broadcast(&empty_cond_);
+  MaybeFinishStopLocked();
+  // Not only when empty: a handler in StopAccept waits for every connection
+  // but its own.
+  if (status_ == STOPPING || socket_map_.empty()) bthread_cond_broadcast(&empty_cond_);
   bthread_mutex_unlock(&map_mutex_);
 }
 
@@ -219,6 +279,7 @@ void Acceptor::ListenerUser::BeforeRecycle(Socket*) { owner->OnListenerRecycled(
 void Acceptor::OnListenerRecycled() {
   bthread_mutex_lock(&map_mutex_);
   listener_recycled_ = true;
+  MaybeFinishStopLocked();
   bthread_cond_broadcast(&empty_cond_);
   bthread_mutex_unlock(&map_mutex_);
 }

@@ -9,21 +9,46 @@
 #include <unistd.h>
 
 #include <mutex>
+#include <system_error>
 
 #include <gflags/gflags.h>
 
 #include "net_log.h"
+#include "sched/worker_hint.h"
 #include "weft/net/socket.h"
 
 DEFINE_int32(weft_event_dispatcher_num, 1,
              "Number of epoll dispatchers; an fd is served by one chosen by hashing it");
+DEFINE_string(weft_event_dispatcher_mode, "fiber",
+              "How a dispatcher waits for events: 'fiber' (its fiber parks on the epoll fd "
+              "through the runtime's poller), 'worker' (it blocks its worker in epoll_wait "
+              "while that worker has nothing else ready, and parks like 'fiber' otherwise), "
+              "'pthread' (a dedicated pthread blocks in epoll_wait and starts reading fibers "
+              "remotely). Read when the global dispatchers start");
+DEFINE_int32(weft_event_dispatcher_block_us, 1000,
+             "'worker' mode: longest epoll_wait that blocks a worker; after an empty one the "
+             "dispatcher parks its fiber (so an idle runtime holds no worker)");
 
 namespace weft {
 
 namespace {
 // epoll data of the Stop() wake-up fd: no socket has this id.
 constexpr SocketId kWakeupId = INVALID_SOCKET_ID;
+constexpr int kMaxEvents = 64;
 }  // namespace
+
+bool ParseDispatchMode(const char* name, DispatchMode* mode) {
+  if (strcmp(name, "fiber") == 0) {
+    *mode = DispatchMode::kFiber;
+  } else if (strcmp(name, "worker") == 0) {
+    *mode = DispatchMode::kWorker;
+  } else if (strcmp(name, "pthread") == 0) {
+    *mode = DispatchMode::kPthread;
+  } else {
+    return false;
+  }
+  return true;
+}
 
 EventDispatcher::EventDispatcher() : consumer_thread_attr_(BTHREAD_ATTR_NORMAL) {
   epfd_ = epoll_create1(EPOLL_CLOEXEC);
@@ -46,17 +71,31 @@ EventDispatcher::~EventDispatcher() {
 }
 
 int EventDispatcher::Start(const bthread_attr_t* consumer_thread_attr) {
+  return Start(consumer_thread_attr, DispatchMode::kFiber);
+}
+
+int EventDispatcher::Start(const bthread_attr_t* consumer_thread_attr, DispatchMode mode) {
   if (epfd_ < 0 || wakeup_fds_[1] < 0) {
     errno = EINVAL;
     return -1;
   }
-  if (tid_ != 0) {
+  if (tid_ != 0 || thread_.joinable()) {
     errno = EBUSY;
     return -1;
   }
+  // Set before the fiber (or pthread) starts, which reads them without
+  // synchronization beyond the start itself.
   consumer_thread_attr_ = consumer_thread_attr != nullptr ? *consumer_thread_attr : BTHREAD_ATTR_NORMAL;
-  // Set before the fiber starts, which reads it without synchronization
-  // beyond the start itself.
+  mode_ = mode;
+  if (mode == DispatchMode::kPthread) {
+    try {
+      thread_ = std::thread([this] { RunInPthread(); });
+    } catch (const std::system_error& e) {
+      errno = e.code().value();
+      return -1;
+    }
+    return 0;
+  }
   const int rc = bthread_start_background(&tid_, &BTHREAD_ATTR_NORMAL, RunThis, this);
   if (rc != 0) {
     tid_ = 0;
@@ -67,7 +106,7 @@ int EventDispatcher::Start(const bthread_attr_t* consumer_thread_attr) {
 }
 
 bool EventDispatcher::Running() const {
-  return tid_ != 0 && !stop_.load(std::memory_order_acquire);
+  return (tid_ != 0 || thread_.joinable()) && !stop_.load(std::memory_order_acquire);
 }
 
 void* EventDispatcher::RunThis(void* arg) {
@@ -75,41 +114,85 @@ void* EventDispatcher::RunThis(void* arg) {
   return nullptr;
 }
 
+void EventDispatcher::ParkOnEpollFd() {
+  // Park the fiber (not the worker) until the epoll fd is readable.
+  // Level-triggered on the epoll fd, so events that arrive between the
+  // caller's poll and the wait are not missed.
+  if (bthread_fd_wait(epfd_, EPOLLIN) != 0 && errno != EINTR && errno != EAGAIN) {
+    // A transient failure (the runtime's poller could not get an fd:
+    // EMFILE) must not end the dispatcher: poll again shortly.
+    WEFT_NET_WARN("waiting on epoll fd %d failed: %s; retrying", epfd_, strerror(errno));
+    bthread_usleep(1000);
+  }
+}
+
 void EventDispatcher::Run() {
-  epoll_event events[64];
+  epoll_event events[kMaxEvents];
+  const int block_ms = FLAGS_weft_event_dispatcher_block_us > 0
+                           ? (FLAGS_weft_event_dispatcher_block_us + 999) / 1000
+                           : 0;
+  // kWorker: whether the last blocking wait found nothing. Then the
+  // traffic has stopped and the fiber parks instead, so an idle runtime
+  // holds no worker; the next burst brings it back to blocking.
+  bool idle = false;
   while (!stop_.load(std::memory_order_acquire)) {
-    const int n = epoll_wait(epfd_, events, 64, 0);
+    int n = epoll_wait(epfd_, events, kMaxEvents, 0);
+    if (n == 0 && mode_ == DispatchMode::kWorker && !idle && block_ms > 0 &&
+        sched::worker_may_block()) {
+      // Nothing else is ready on this worker and another worker is idle or
+      // searching (worker_may_block): waiting here costs one syscall where
+      // parking costs the poller's epoll_wait, a butex wake (and a futex
+      // wake of a parked worker), two polls and a re-arm. Fibers woken on
+      // this worker cannot appear meanwhile (it runs nothing else); fibers
+      // made ready elsewhere go to the idle worker. The timeout bounds the
+      // wait when that worker got busy in between.
+      n = epoll_wait(epfd_, events, kMaxEvents, block_ms);
+      if (n == 0) idle = true;
+    }
     if (n < 0) {
       if (errno == EINTR) continue;
       fprintf(stderr, "weft net: epoll_wait(%d) failed: %s\n", epfd_, strerror(errno));
       break;
     }
     if (n == 0) {
-      // Nothing ready: park the fiber (not the worker) until the epoll fd is
-      // readable. Level-triggered on the epoll fd, so events that arrive
-      // between the poll above and the wait are not missed.
-      if (bthread_fd_wait(epfd_, EPOLLIN) != 0 && errno != EINTR && errno != EAGAIN) {
-        // A transient failure (the runtime's poller could not get an fd:
-        // EMFILE) must not end the dispatcher: poll again shortly.
-        WEFT_NET_WARN("waiting on epoll fd %d failed: %s; retrying", epfd_, strerror(errno));
-        bthread_usleep(1000);
-      }
+      ParkOnEpollFd();
+      idle = false;
       continue;
     }
-    nevents_.fetch_add(n, std::memory_order_relaxed);
-    // Stop() may have woken us; the check at the loop head sees its store
-    // (the flag is set before the wake-up fd is added).
-    for (int i = 0; i < n; ++i) {
-      if (events[i].data.u64 == kWakeupId) continue;
-      if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-        Socket::StartInputEvent(events[i].data.u64, events[i].events, consumer_thread_attr_);
-      }
+    idle = false;
+    Dispatch(events, n);
+  }
+}
+
+void EventDispatcher::RunInPthread() {
+  epoll_event events[kMaxEvents];
+  while (!stop_.load(std::memory_order_acquire)) {
+    // Not a worker: blocking here holds no fiber back. Reading fibers are
+    // started remotely (the remote queue, waking a parked worker).
+    const int n = epoll_wait(epfd_, events, kMaxEvents, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fprintf(stderr, "weft net: epoll_wait(%d) failed: %s\n", epfd_, strerror(errno));
+      break;
     }
-    for (int i = 0; i < n; ++i) {
-      if (events[i].data.u64 == kWakeupId) continue;
-      if (events[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
-        Socket::HandleEpollOut(events[i].data.u64);
-      }
+    Dispatch(events, n);
+  }
+}
+
+void EventDispatcher::Dispatch(const epoll_event* events, int n) {
+  nevents_.fetch_add(n, std::memory_order_relaxed);
+  // Stop() may have woken us; the check at the loop head sees its store
+  // (the flag is set before the wake-up fd is added).
+  for (int i = 0; i < n; ++i) {
+    if (events[i].data.u64 == kWakeupId) continue;
+    if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+      Socket::StartInputEvent(events[i].data.u64, events[i].events, consumer_thread_attr_);
+    }
+  }
+  for (int i = 0; i < n; ++i) {
+    if (events[i].data.u64 == kWakeupId) continue;
+    if (events[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
+      Socket::HandleEpollOut(events[i].data.u64);
     }
   }
 }
@@ -131,6 +214,7 @@ void EventDispatcher::Join() {
     bthread_join(tid_, nullptr);
     tid_ = 0;
   }
+  if (thread_.joinable()) thread_.join();
 }
 
 int EventDispatcher::AddConsumer(SocketId socket_id, int fd) {
@@ -185,12 +269,17 @@ EventDispatcher* g_edisp = nullptr;
 int g_edisp_num = 0;
 std::once_flag g_edisp_once;
 
-// At exit the dispatchers are only told to stop, not joined: the process is
-// going away and nothing they use is destroyed (everything is leaked on
-// purpose), while joining from an exit handler would wait on workers that
-// may be busy with fibers that never end.
+// At exit the dispatching fibers are only told to stop, not joined: the
+// process is going away and nothing they use is destroyed (everything is
+// leaked on purpose), while joining a fiber from an exit handler would wait
+// on workers that may be busy with fibers that never end. A dispatching
+// pthread is joined: it waits on nothing but its epoll fd, which Stop makes
+// readable, and starting or waking fibers never blocks it.
 void StopGlobalDispatchers() {
   for (int i = 0; i < g_edisp_num; ++i) g_edisp[i].Stop();
+  for (int i = 0; i < g_edisp_num; ++i) {
+    if (g_edisp[i].mode() == DispatchMode::kPthread) g_edisp[i].Join();
+  }
 }
 
 void InitializeGlobalDispatchers() {
@@ -198,8 +287,13 @@ void InitializeGlobalDispatchers() {
   // Leaked on purpose: sockets may be recycled (and call RemoveConsumer)
   // from threads still running during exit.
   g_edisp = new EventDispatcher[g_edisp_num];
+  DispatchMode mode = DispatchMode::kFiber;
+  if (!ParseDispatchMode(FLAGS_weft_event_dispatcher_mode.c_str(), &mode)) {
+    fprintf(stderr, "weft net: unknown --weft_event_dispatcher_mode=%s; using fiber\n",
+            FLAGS_weft_event_dispatcher_mode.c_str());
+  }
   for (int i = 0; i < g_edisp_num; ++i) {
-    if (g_edisp[i].Start(nullptr) != 0) {
+    if (g_edisp[i].Start(nullptr, mode) != 0) {
       fprintf(stderr, "weft net: fail to start event dispatcher %d: %s\n", i, strerror(errno));
       abort();
     }

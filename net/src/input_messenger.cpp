@@ -11,6 +11,7 @@
 #include "base/time_util.h"
 #include "messenger_connection.h"
 #include "net_log.h"
+#include "serving_connection.h"
 #include "weft/bthread.h"
 #include "weft/butex.h"
 #include "weft/errno.h"
@@ -94,7 +95,7 @@ MessengerConnection* MessengerConnection::get_or_create(Socket* m) {
 }
 
 InputMessenger::InputMessenger()
-    : inflight_butex_(butex_create_checked<std::atomic<int>>()) {
+    : SocketUser(Kind::kInputMessenger), inflight_butex_(butex_create_checked<std::atomic<int>>()) {
   if (inflight_butex_ == nullptr) {
     fprintf(stderr, "weft net: no memory for an InputMessenger\n");
     abort();
@@ -294,7 +295,12 @@ void* InputMessenger::ProcessInputMessage(void* arg) {
   // before returning.
   SocketUniquePtr s;
   msg->socket()->ReAddress(&s);
-  msg->process_(msg);
+{
+    // Acceptor::StopAccept called from this handler must not wait for this
+    // connection (it cannot recycle while we run).
+    net_internal::ServingConnectionScope serving(s->id());
+    msg->process_(msg);
+  }
   // Alive while s is held (the socket owns it).
   MessengerConnection* const c = MessengerConnection::of_socket(s.get());
   // seq_cst on both: PauseReading's protocol (see there).
@@ -351,7 +357,12 @@ void InputMessenger::QueueMessage(InputMessageBase* msg, int* num_fibers) {
 }
 
 void InputMessenger::OnNewMessages(Socket* m) {
-  InputMessenger* const messenger = dynamic_cast<InputMessenger*>(m->user());
+  // The tag, not a dynamic_cast: this runs for every input event.
+  SocketUser* const user = m->user();
+  InputMessenger* const messenger =
+      user != nullptr && user->user_kind() == SocketUser::Kind::kInputMessenger
+          ? static_cast<InputMessenger*>(user)
+          : nullptr;
   if (messenger == nullptr || messenger->handlers_.empty()) {
     m->SetFailed(EINVAL, "%s: its user is not an InputMessenger with protocols",
                  m->description().c_str());

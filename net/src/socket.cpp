@@ -109,7 +109,7 @@ int Socket::Create(const SocketOptions& options, SocketId* id) {
   m->versioned_ref_.fetch_add(1, std::memory_order_release);
   *id = m->this_id_;
   // Only now may epoll report events for this id.
-  if (m->ResetFileDescriptor(options.fd) != 0) {
+  if (m->ResetFileDescriptor(options.fd, options.fd_nonblocking_cloexec) != 0) {
     const int saved_errno = errno;
     m->SetFailed(saved_errno, "fail to set up fd=%d: %s", options.fd, strerror(saved_errno));
     // ResetFileDescriptor left fd_ at -1, so recycling will not close it.
@@ -120,12 +120,12 @@ int Socket::Create(const SocketOptions& options, SocketId* id) {
   return 0;
 }
 
-int Socket::ResetFileDescriptor(int fd) {
+int Socket::ResetFileDescriptor(int fd, bool flags_set) {
   if (fd < 0) {
     fd_.store(-1, std::memory_order_release);
     return 0;
   }
-  if (SetUpFileDescriptor(fd) != 0) {
+  if (SetUpFileDescriptor(fd, flags_set) != 0) {
     const int saved_errno = errno;
     // The caller keeps ownership of fd on failure.
     fd_.store(-1, std::memory_order_release);
@@ -135,7 +135,7 @@ int Socket::ResetFileDescriptor(int fd) {
   return 0;
 }
 
-int Socket::SetUpFileDescriptor(int fd) {
+int Socket::SetUpFileDescriptor(int fd, bool flags_set) {
   local_side_ = get_local_side(fd);
   if (remote_side_.is_set() == false) remote_side_ = get_remote_side(fd);
   // Release: whoever sees fd() >= 0 (acquire) also sees the sides above.
@@ -148,10 +148,13 @@ int Socket::SetUpFileDescriptor(int fd) {
   // is seen failed by the connect path (which shuts it down). With
   // release/acquire both loads could miss (store-buffering).
   fd_.store(fd, std::memory_order_seq_cst);
-  const int fd_flags = fcntl(fd, F_GETFD);
-  if (fd_flags < 0 || fcntl(fd, F_SETFD, fd_flags | FD_CLOEXEC) != 0) return -1;
-  const int fl_flags = fcntl(fd, F_GETFL);
-  if (fl_flags < 0 || fcntl(fd, F_SETFL, fl_flags | O_NONBLOCK) != 0) return -1;
+  // Four syscalls per connection that accept4's flags make unnecessary.
+  if (!flags_set) {
+    const int fd_flags = fcntl(fd, F_GETFD);
+    if (fd_flags < 0 || fcntl(fd, F_SETFD, fd_flags | FD_CLOEXEC) != 0) return -1;
+    const int fl_flags = fcntl(fd, F_GETFL);
+    if (fl_flags < 0 || fcntl(fd, F_SETFL, fl_flags | O_NONBLOCK) != 0) return -1;
+  }
   // Fails harmlessly on non-TCP fds (unix sockets, pipes, listeners).
   const int on = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
@@ -585,6 +588,9 @@ int Socket::HandleEpollOut(SocketId id) {
   // be handled (and its waiter woken), hence FailedAsWell.
   if (AddressFailedAsWell(id, &s) < 0) return -1;
   EpollOutRequest* const req = net_internal::as_epollout_request(s->user());
+  // A connect's outcome. This runs in the dispatcher fiber: the callback
+  // (KeepWriteIfConnected) only starts the connecting fiber, which runs the
+  // AppConnect and the id_wait handlers (socket_connect.cpp).
   if (req != nullptr) return s->HandleEpollOutRequest(0, req);
   s->epollout_butex_->fetch_add(1, std::memory_order_release);
   butex_wake_except(s->epollout_butex_, 0);

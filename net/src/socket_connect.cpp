@@ -4,11 +4,14 @@
 // ConnectIfNot -> Connect starts a non-blocking connect and hands the fd to
 // a temporary socket whose user is an EpollOutRequest; the fd is watched for
 // EPOLLOUT and a timer covers the deadline. Whichever comes first, the event
-// (HandleEpollOut) or the timer (HandleEpollOutTimeout), wins SetFailed on
-// the temporary socket and alone runs KeepWriteIfConnected ->
-// CheckConnectedAndKeepWrite -> (app_connect) -> AfterAppConnected, which
-// either adopts the fd and starts KeepWrite for the queued requests, or fails
-// the socket and every queued request.
+// (HandleEpollOut, in the dispatcher fiber) or the timer
+// (HandleEpollOutTimeout), wins SetFailed on the temporary socket and alone
+// runs KeepWriteIfConnected, which only starts the connecting fiber: users'
+// code never runs in the dispatcher. That fiber runs
+// CheckConnectedAndKeepWrite (SO_ERROR, adopt the fd) -> StartAppConnect
+// (the AppConnect hook, bounded by the same deadline) -> FinishConnect,
+// which either starts KeepWrite for the queued requests, or fails the
+// socket and every queued request (their id_wait handlers run there).
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -110,6 +113,23 @@ void reset_timeouts(const EndPoint& ep) {
 
 }  // namespace
 
+// One connect of ConnectIfNot, from the connect() call to FinishConnect.
+struct Socket::PendingConnect {
+  // The first queued request; req->socket holds the connect path's
+  // reference to the socket.
+  WriteRequest* req = nullptr;
+  // The deadline (CLOCK_REALTIME) of the whole connect, TCP and AppConnect.
+  bool has_deadline = false;
+  timespec deadline{};
+  // The TCP outcome, handed to the connecting fiber.
+  int fd = -1;
+  int err = 0;
+  // The AppConnect's deadline timer (0: none) and the fiber that called
+  // StartConnect (a failure reported from it needs no other fiber).
+  bthread_timer_t app_timer = 0;
+  bthread_t connect_fiber = 0;
+};
+
 Socket::EpollOutRequest::~EpollOutRequest() {
   // The fd is not ours here: on_epollout_event took it, or Connect closed it.
   if (timer_id != 0) {
@@ -131,18 +151,31 @@ int Socket::ConnectIfNot(const timespec* abstime, WriteRequest* req) {
     errno = ENOTCONN;
     return -1;
   }
-  // The connect path holds this reference (in req->socket) until
-  // KeepWrite or AfterAppConnected takes it.
-  SocketUniquePtr s;
-  ReAddress(&s);
-  req->socket = s.get();
   timespec deadline;
   if (abstime == nullptr && connect_timeout_ms_ > 0) {
     deadline = base::ns_to_timespec(base::realtime_ns() + connect_timeout_ms_ * 1000000LL);
     abstime = &deadline;
   }
-  if (Connect(abstime, KeepWriteIfConnected, req) < 0) {
+  // Owned by the connect path until FinishConnect.
+  PendingConnect* const pc = new (std::nothrow) PendingConnect;
+  if (pc == nullptr) {
+    errno = ENOMEM;
+    return -1;
+  }
+  pc->req = req;
+  if (abstime != nullptr) {
+    pc->has_deadline = true;
+    pc->deadline = *abstime;
+  }
+  // The connect path holds this reference (in req->socket) until
+  // KeepWrite or FinishConnect takes it.
+  SocketUniquePtr s;
+  ReAddress(&s);
+  req->socket = s.get();
+  if (Connect(abstime, KeepWriteIfConnected, pc) < 0) {
+    // Connect failing means KeepWriteIfConnected never runs.
     req->socket = nullptr;
+    delete pc;
     return -1;
   }
   s.release();
@@ -260,13 +293,35 @@ void Socket::HandleEpollOutTimeout(void* arg) {
 }
 
 int Socket::KeepWriteIfConnected(int fd, int err, void* data) {
-  CheckConnectedAndKeepWrite(fd, err, data);
+  // Called by whoever won the temporary socket's SetFailed: the dispatcher
+  // fiber (HandleEpollOut), the connect timer's fiber, a SetFailed of the
+  // main socket cancelling the connect (any caller), or Connect itself.
+  // None of them may run what follows: the AppConnect hook (a handshake may
+  // block) and, on failure, every queued request's id_wait handler (users'
+  // code). One slow handshake in the dispatcher would stall every socket of
+  // that dispatcher, so the rest runs in a fiber of its own.
+  PendingConnect* const pc = static_cast<PendingConnect*>(data);
+  pc->fd = fd;
+  pc->err = err;
+  // Starting the fiber publishes pc's fields to it (the run queue's
+  // release/acquire hands the fiber over).
+  bthread_t th;
+  if (bthread_start_background(&th, &BTHREAD_ATTR_NORMAL, RunCheckConnected, pc) != 0) {
+    WEFT_NET_WARN("fail to start a connecting fiber; checking the connect in the caller");
+    CheckConnectedAndKeepWrite(fd, err, pc);
+  }
   return 0;
 }
 
+void* Socket::RunCheckConnected(void* arg) {
+  PendingConnect* const pc = static_cast<PendingConnect*>(arg);
+  CheckConnectedAndKeepWrite(pc->fd, pc->err, pc);
+  return nullptr;
+}
+
 void Socket::CheckConnectedAndKeepWrite(int fd, int err, void* data) {
-  WriteRequest* const req = static_cast<WriteRequest*>(data);
-  Socket* const s = req->socket;
+  PendingConnect* const pc = static_cast<PendingConnect*>(data);
+  Socket* const s = pc->req->socket;
   // Failed while connecting (SetFailed also cancels the connect, but may
   // lose the race with the event that brought us here): do not adopt fd.
   if (err == 0 && s->Failed()) err = s->non_zero_error_code();
@@ -275,22 +330,110 @@ void Socket::CheckConnectedAndKeepWrite(int fd, int err, void* data) {
     // adoption saw no fd to shut down: do it here, so KeepWrite's writes
     // fail (EPIPE) and it reports the queued requests.
     if (s->Failed()) shutdown(fd, SHUT_RDWR);
+    // TCP reached the address, whatever the AppConnect makes of it.
+    reset_timeouts(s->remote_side_);
     if (s->app_connect_) {
-      s->app_connect_->StartConnect(s, AfterAppConnected, req);
+      s->StartAppConnect(pc);
     } else {
-      AfterAppConnected(0, req);
+      FinishConnect(pc, 0, true);
     }
     return;
   }
   if (err == 0) err = errno != 0 ? errno : EFAILEDSOCKET;
   close(fd);
-  AfterAppConnected(err, req);
+  FinishConnect(pc, err, true);
+}
+
+void Socket::StartAppConnect(PendingConnect* pc) {
+  // Runs in the connecting fiber (KeepWriteIfConnected).
+  // `done` (AfterAppConnected) and the deadline's timer race to end the
+  // handshake; the winner is whoever locks `id` first, and it destroys the
+  // id, so the other (a timer firing after done, a done arriving after the
+  // deadline, a second done) finds it gone (EINVAL) and does nothing. The
+  // id is a versioned name, so a late done never touches freed memory: pc
+  // itself is freed by the winner. Without a deadline nothing bounds a
+  // handshake that never calls done.
+  pc->connect_fiber = bthread_self();
+  // Ours until StartConnect returns: a winner that fails the socket drops
+  // the connect path's reference meanwhile, and StartConnect must still be
+  // handed a live socket. Also keeps the hook alive across the call.
+  SocketUniquePtr guard;
+  ReAddress(&guard);
+  const std::shared_ptr<AppConnect> app = app_connect_;
+  bthread_id_t id;
+  if (bthread_id_create(&id, pc, nullptr) != 0) {
+    FinishConnect(pc, ENOMEM, false);
+    return;
+  }
+  if (pc->has_deadline) {
+    // Held while arming the timer: the timer's fiber locks the id before it
+    // touches pc, so it cannot free pc before app_timer is stored, and done
+    // (only possible once StartConnect runs) reads app_timer after locking
+    // the id, which orders it after this store.
+    bthread_id_lock(id, nullptr);
+    if (bthread_timer_add(&pc->app_timer, pc->deadline, OnAppConnectTimeout,
+                          reinterpret_cast<void*>(id.value)) != 0) {
+      pc->app_timer = 0;
+      WEFT_NET_WARN("fail to arm the AppConnect deadline of %s; the handshake is unbounded",
+                    description().c_str());
+    }
+    bthread_id_unlock(id);
+  }
+  app->StartConnect(this, AfterAppConnected, reinterpret_cast<void*>(id.value));
 }
 
 void Socket::AfterAppConnected(int err, void* data) {
-  WriteRequest* const req = static_cast<WriteRequest*>(data);
+  // The AppConnect's done: any thread, any time, even after the deadline
+  // failed the socket (then the id is gone and this is a no-op).
+  const bthread_id_t id{reinterpret_cast<uint64_t>(data)};
+  void* p = nullptr;
+  if (bthread_id_lock(id, &p) != 0) return;
+  PendingConnect* const pc = static_cast<PendingConnect*>(p);
+  bthread_id_unlock_and_destroy(id);
+  // 0: removed before it ran; 1: its fiber is on the way and will find the
+  // id gone. Either way pc is ours alone now.
+  if (pc->app_timer != 0) bthread_timer_del(pc->app_timer);
+  if (err == 0 || bthread_self() == pc->connect_fiber) {
+    // Success runs no user code (KeepWrite gets a fiber of its own); a
+    // failure reported from inside StartConnect is already in the
+    // connecting fiber.
+    FinishConnect(pc, err, false);
+    return;
+  }
+  // Reported from the hook's own context (its reading fiber, a pthread,
+  // possibly a dispatcher): the id_wait handlers run in a fiber of their
+  // own instead. Starting it publishes pc->err.
+  pc->err = err;
+  void* (*const run)(void*) = [](void* arg) -> void* {
+    PendingConnect* const pending = static_cast<PendingConnect*>(arg);
+    FinishConnect(pending, pending->err, false);
+    return nullptr;
+  };
+  bthread_t th;
+  if (bthread_start_background(&th, &BTHREAD_ATTR_NORMAL, run, pc) != 0) run(pc);
+}
+
+void Socket::OnAppConnectTimeout(void* arg) {
+  // Runs on the timer thread: failing the socket calls users' id_wait
+  // handlers, and the id lock may wait for StartAppConnect, so move to a
+  // fiber.
+  void* (*const run)(void*) = [](void* id_arg) -> void* {
+    const bthread_id_t id{reinterpret_cast<uint64_t>(id_arg)};
+    void* p = nullptr;
+    if (bthread_id_lock(id, &p) != 0) return nullptr;  // done came first.
+    PendingConnect* const pc = static_cast<PendingConnect*>(p);
+    bthread_id_unlock_and_destroy(id);
+    FinishConnect(pc, ETIMEDOUT, false);
+    return nullptr;
+  };
+  bthread_t th;
+  if (bthread_start_background(&th, &BTHREAD_ATTR_NORMAL, run, arg) != 0) run(arg);
+}
+
+void Socket::FinishConnect(PendingConnect* pc, int err, bool tcp) {
+  WriteRequest* const req = pc->req;
+  delete pc;
   if (err == 0) {
-    reset_timeouts(req->socket->remote_side_);
     // KeepWrite takes req and the reference in req->socket.
     bthread_t th;
     if (bthread_start_background(&th, &BTHREAD_ATTR_NORMAL, KeepWrite, req) != 0) {
@@ -301,8 +444,14 @@ void Socket::AfterAppConnected(int err, void* data) {
   }
   SocketUniquePtr s(req->socket);
   req->socket = nullptr;
-  if (err == ETIMEDOUT && count_timeout_as_unreachable(s->remote_side_)) err = ENETUNREACH;
-  s->SetFailed(err, "fail to connect %s: %s", s->description().c_str(), strerror(err));
+  if (tcp) {
+    // Only TCP timeouts say the address may be unreachable.
+    if (err == ETIMEDOUT && count_timeout_as_unreachable(s->remote_side_)) err = ENETUNREACH;
+    s->SetFailed(err, "fail to connect %s: %s", s->description().c_str(), strerror(err));
+  } else {
+    s->SetFailed(err, "the AppConnect of %s failed%s: %s", s->description().c_str(),
+                 err == ETIMEDOUT ? " to finish before the connect deadline" : "", strerror(err));
+  }
   s->ReleaseAllFailedWriteRequests(req);
 }
 

@@ -54,6 +54,7 @@ struct Socket::WriteRequest {
 // Whoever fails that socket first (the EPOLLOUT event or the timeout timer)
 // runs on_epollout_event; recycling the socket deletes this request.
 struct Socket::EpollOutRequest : public SocketUser {
+  EpollOutRequest() : SocketUser(Kind::kEpollOutRequest) {}
   int fd = -1;
   bthread_timer_t timer_id = 0;
   int (*on_epollout_event)(int fd, int err, void* data) = nullptr;
@@ -70,7 +71,10 @@ namespace net_internal {
 extern std::atomic<void (*)()> connect_timeout_count_hook;
 
 inline Socket::EpollOutRequest* as_epollout_request(SocketUser* user) {
-  return dynamic_cast<Socket::EpollOutRequest*>(user);
+  // The tag, not a dynamic_cast: this runs for every EPOLLOUT event.
+  return user != nullptr && user->user_kind() == SocketUser::Kind::kEpollOutRequest
+             ? static_cast<Socket::EpollOutRequest*>(user)
+             : nullptr;
 }
 }  // namespace net_internal
 

@@ -1,8 +1,6 @@
 // weft::rpc::Server over weft_std, driven by a raw client that writes
 // weft_std frames on a plain blocking TCP socket (127.0.0.1), so the
 // client side does not depend on weft.
-#include "weft/rpc/server.h"
-
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -26,6 +24,8 @@
 #include "weft/metrics.h"
 #include "weft/net/input_messenger.h"
 #include "weft/rpc/errno.h"
+#include "weft/rpc/protocol.h"
+#include "weft/rpc/server.h"
 
 namespace weft::rpc {
 namespace {
@@ -76,6 +76,7 @@ class RawClient {
     if (fd_ >= 0) close(fd_);
   }
   bool ok() const { return fd_ >= 0; }
+  int fd() const { return fd_; }
 
   bool Send(const std::string& bytes) {
     size_t off = 0;
@@ -524,6 +525,88 @@ TEST(ServerApiTest, AddMethodAndStartErrors) {
   s.Stop();
   s.Join();
   s.Join();  // idempotent
+}
+
+TEST(ServerOptionsTest, IdleConnectionsCloseAfterIdleTimeoutSec) {
+  Watchdog wd("idle timeout", kLong);
+  Server server;
+  ASSERT_EQ(0, server.AddMethod("echo", Echo));
+  ServerOptions opt;
+  opt.idle_timeout_sec = 1;
+  ASSERT_EQ(0, server.Start("127.0.0.1:0", &opt));
+  RawClient c(server.listen_address());
+  Frame f;
+  ASSERT_TRUE(c.Call(1, "echo", "x") && c.Read(&f));
+  EXPECT_TRUE(c.ClosedByPeer(10000 * test::kTimeScale));
+  ASSERT_TRUE(WaitFor([&] { return server.connection_count() == 0; }));
+}
+
+TEST(ServerApiTest, DefaultsAreDocumented) {
+  ServerOptions opt;
+  EXPECT_EQ(-1, opt.idle_timeout_sec);
+  EXPECT_EQ(0, opt.max_concurrency);
+  EXPECT_EQ(0, opt.max_connections);
+  EXPECT_EQ(0, opt.num_threads);
+  EXPECT_TRUE(opt.protocols.empty());
+}
+
+TEST(ServerApiTest, ConcurrentJoinsDrainOnceAndAllReturn) {
+  Watchdog wd("concurrent joins", kLong);
+  Server server;
+  ASSERT_EQ(0, server.AddMethod("sleep", Sleep));
+  ASSERT_EQ(0, server.Start("127.0.0.1:0", nullptr));
+  RawClient c(server.listen_address());
+  ASSERT_TRUE(c.Call(1, "sleep", "100"));
+  ASSERT_TRUE(WaitFor([&] { return server.calls_in_flight() == 1; }));
+  std::vector<std::thread> joiners;
+  for (int i = 0; i < 4; ++i) joiners.emplace_back([&] { server.Join(); });
+  for (auto& t : joiners) t.join();
+  Frame f;
+  ASSERT_TRUE(c.Read(&f));
+  EXPECT_EQ(0, f.header.error_code);
+  EXPECT_EQ(0, server.calls_in_flight());
+}
+
+// A protocol for the test below: takes any bytes that do not start with
+// 'W' and answers "ANY".
+ParseResult ParseAny(IOBuf* source, Socket*, bool, const void*) {
+  if (source->empty() || source->byte_at(0) == 'W') {
+    return ParseResult::Error(PARSE_ERROR_TRY_OTHERS);
+  }
+  source->clear();
+  return ParseResult::Ok(new InputMessageBase);
+}
+void ProcessAny(InputMessageBase* msg) {
+  IOBuf out;
+  out.append("ANY");
+  msg->socket()->Write(&out);
+  msg->Destroy();
+}
+
+TEST(ServerProtocolsTest, AConnectionThatPickedWeftStdKeepsIt) {
+  Watchdog wd("keeps weft_std", kLong);
+  Protocol any;
+  any.name = "test_any";
+  any.parse = ParseAny;
+  any.process_request = ProcessAny;
+  any.supported_connection_types = kPooled | kShort;
+  ASSERT_EQ(0, RegisterProtocol(any));
+  Server server;
+  ASSERT_EQ(0, server.AddMethod("echo", Echo));
+  ServerOptions opt;
+  opt.protocols = {"weft_std", "test_any"};
+  ASSERT_EQ(0, server.Start("127.0.0.1:0", &opt));
+  // The other protocol serves connections that start with its bytes...
+  RawClient other(server.listen_address());
+  ASSERT_TRUE(other.Send("hello"));
+  EXPECT_EQ("ANY", test::read_until(other.fd(), 3, kLong.count()));
+  // ...but a connection that spoke weft_std is closed by a non-WFT1 frame,
+  // not handed to the other protocol.
+  RawClient c(server.listen_address());
+  Frame f;
+  ASSERT_TRUE(c.Call(1, "echo", "x") && c.Read(&f));
+  ASSERT_TRUE(c.Send("hello, another protocol"));
+  EXPECT_TRUE(c.ClosedByPeer());
 }
 
 }  // namespace

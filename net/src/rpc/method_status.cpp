@@ -17,10 +17,19 @@ void MethodStatus::ExposeMetrics(int port) {
 void MethodStatus::OnStart() {
   const int64_t now = running_.fetch_add(1, std::memory_order_relaxed) + 1;
   int64_t seen = max_concurrency_.load(std::memory_order_relaxed);
-  while (now > seen &&
-         !max_concurrency_.compare_exchange_weak(seen, now, std::memory_order_relaxed)) {
+  bool raised = false;
+  while (now > seen) {
+    if (max_concurrency_.compare_exchange_weak(seen, now, std::memory_order_relaxed)) {
+      raised = true;
+      break;
+    }
   }
-  if (now > seen && max_concurrency_gauge_) max_concurrency_gauge_->set(now);
+  // Only a new maximum touches the gauge. It follows the atomic max (two
+  // racing raisers may store out of order; it re-reads the max, so the
+  // later store is never below what it saw).
+  if (raised && max_concurrency_gauge_) {
+    max_concurrency_gauge_->set(max_concurrency_.load(std::memory_order_relaxed));
+  }
 }
 
 void MethodStatus::OnEnd(int error_code, int64_t latency_us, bool started) {

@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <unistd.h>
 
-#include "base/compiler.h"
 #include "base/time_util.h"
 #include "rpc/method_status.h"
 #include "weft/bthread.h"
@@ -14,11 +13,12 @@ namespace weft::rpc {
 
 using internal::MethodStatus;
 
-Server::Server() = default;
+Server::Server() { bthread_mutex_init(&join_mutex_, nullptr); }
 
 Server::~Server() {
   Stop();
   Join();
+  bthread_mutex_destroy(&join_mutex_);
 }
 
 int Server::AddMethod(std::string name, MethodHandler handler) {
@@ -97,8 +97,8 @@ int Server::Start(const EndPoint& ep, const ServerOptions* options) {
   if (opt.max_connections > 0)
     acceptor->set_max_connections(static_cast<size_t>(opt.max_connections));
   // RUNNING before the first connection can deliver a call (ProcessCall
-  // refuses calls unless RUNNING). The release pairs with the acquire
-  // loads of status_: a call that sees RUNNING sees options_ and methods_.
+  // refuses calls unless RUNNING). Pairs with ProcessCall's acquire RMW: a
+  // call that sees RUNNING sees options_, methods_ and their metrics.
   acceptor_ = std::move(acceptor);
   status_.store(RUNNING, std::memory_order_seq_cst);
   if (acceptor_->StartAccept(fd, opt.idle_timeout_sec > 0 ? opt.idle_timeout_sec : 0) != 0) {
@@ -115,20 +115,22 @@ size_t Server::connection_count() const {
 }
 
 void Server::Stop() {
-  Status s = RUNNING;
-  // seq_cst: the Dekker pairing with ProcessCall (see there).
-  if (!status_.compare_exchange_strong(s, STOPPING, std::memory_order_seq_cst)) return;
+  int s = RUNNING;
+  // acq_rel RMW: pairs with ProcessCall's fetch_or (see there).
+  if (!status_.compare_exchange_strong(s, STOPPING, std::memory_order_acq_rel)) return;
   // Failing the listener stops accepting; connections stay until Join.
   Socket::SetFailed(acceptor_->listening_id());
 }
 
 void Server::Join() {
   Stop();
-  Status s = status_.load(std::memory_order_acquire);
-  if (s != STOPPING) return;  // never started, or already joined
-  // Pairs with the fence in ProcessCall: either a call's add_count is seen
-  // by the wait below, or that call sees STOPPING and runs no handler.
-  base::full_fence();
+  bthread_mutex_lock(&join_mutex_);
+  if (status_.load(std::memory_order_acquire) != STOPPING) {
+    bthread_mutex_unlock(&join_mutex_);
+    return;  // never started, or already joined
+  }
+  // Stop's CAS ordered every call against the stop (see ProcessCall): a
+  // call that saw RUNNING counted itself before, so the wait sees it.
   drained_.signal();  // the Server's own count
   drained_.wait();
   // Every call that ran a handler has queued its reply: the graceful close
@@ -137,15 +139,21 @@ void Server::Join() {
   acceptor_->StopAccept();
   drained_.wait();
   status_.store(STOPPED, std::memory_order_release);
+  bthread_mutex_unlock(&join_mutex_);
 }
 
 void Server::ProcessCall(std::string_view method, Controller* cntl, const IOBuf& request,
                          IOBuf* response, int64_t received_us, Closure done) {
   drained_.add_count(1);
-  // Pairs with the fence in Join (store-load ordering on both sides).
-  base::full_fence();
+  // The status is read with an RMW (acq_rel), not a load: Stop's CAS and
+  // this RMW are then ordered in status_'s modification order. If this one
+  // comes first it reads RUNNING, and Stop's CAS (acquire) reads a value
+  // whose release sequence holds this release RMW, so the add_count above
+  // happens before Stop, hence before Join's wait, which counts the call.
+  // If Stop's CAS comes first this reads STOPPING and runs no handler.
+  // (A load plus a fence would do too, but TSan does not model fences.)
   MethodStatus* m = nullptr;
-  if (status_.load(std::memory_order_relaxed) != RUNNING) {
+  if (status_.fetch_or(0, std::memory_order_acq_rel) != RUNNING) {
     cntl->SetFailed(ELOGOFF, "the server is stopping");
   } else {
     auto it = methods_.find(method);

@@ -214,6 +214,7 @@ void init_meta(TaskMeta* m, const bthread_attr_t& attr, void* (*fn)(void*), void
   m->current_waiter.store(nullptr, std::memory_order_relaxed);
   m->tid = make_tid(current_version(m), m->slot);
   m->keytable = nullptr;
+  m->user_tag = 0;
 }
 
 // Counts a start in (false: --weft_max_fibers reached). Without a limit

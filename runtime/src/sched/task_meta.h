@@ -85,6 +85,8 @@ struct TaskMeta {
 
   // ---- fiber-local storage (local/key_table.cpp) ----
   local::KeyTable* keytable = nullptr;  // created on the first setspecific
+  // fiber_tag.h: a word for the layers above; the fiber alone touches it.
+  uint64_t user_tag = 0;
 
   // ---- sanitizers ----
   void* tsan_fiber = nullptr;

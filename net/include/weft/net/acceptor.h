@@ -31,7 +31,8 @@ class Acceptor : public InputMessenger {
   // the protocols added with AddHandler.
   explicit Acceptor(void (*on_new_messages)(Socket*) = InputMessenger::OnNewMessages,
                     void* arg = nullptr, bthread_keytable_pool_t* keytable_pool = nullptr);
-  // Stops accepting and waits for every connection to recycle.
+  // Stops accepting and waits for every connection to recycle (also the
+  // caller's own: never destroy an Acceptor from one of its handlers).
   ~Acceptor() override;
 
   // Takes over listened_fd (closed when the listening socket recycles, also
@@ -40,9 +41,18 @@ class Acceptor : public InputMessenger {
   // InputMessenger connections, any bytes read for other callbacks). A
   // closer fiber also enforces --weft_read_timeout_ms. 0, or -1 with errno.
   int StartAccept(int listened_fd, int idle_timeout_sec);
-  // Stops accepting, fails every connection (ELOGOFF) and waits until the
-  // listening socket and every connection have recycled. A connection stays
-  // alive while someone holds a SocketUniquePtr to it.
+  // Stops accepting, closes every connection gracefully (ELOGOFF: queued
+  // replies are flushed first) and waits until the listening socket and
+  // every connection have recycled. A connection stays alive while someone
+  // holds a SocketUniquePtr to it. Any fiber or pthread; suspends.
+  //
+  // Called from a handler (InputMessageHandler::process, or the reading
+  // callback, in the fiber that runs it) of one of this acceptor's
+  // connections, it closes that
+  // connection too but does not wait for it: it cannot recycle before the
+  // handler returns. Until it has, the acceptor is still stopping:
+  // StartAccept fails with EBUSY, and a later StopAccept from elsewhere (or
+  // the destructor) waits for it as well.
   void StopAccept();
 
   // At most n connections open at once (0: unlimited, the default): past
@@ -70,7 +80,18 @@ class Acceptor : public InputMessenger {
     void BeforeRecycle(Socket*) override;
   };
 
+  // StopAccept; wait_for_callers_connection: also when the caller runs a
+  // handler of one of our connections (the destructor).
+  void Stop(bool wait_for_callers_connection);
+  // Under map_mutex_: may Stop return? (see Stop)
+  bool StopWaitOverLocked() const;
+  // Under map_mutex_: STOPPING -> STOPPED once the stop was issued and the
+  // listener and every connection have recycled.
+  void MaybeFinishStopLocked();
   static void OnNewConnectionsUntilEAGAIN(Socket* acception);
+  // The reading callback of connections: on_new_messages_, with the fiber
+  // marked as serving the connection (see StopAccept).
+  static void OnConnectionEvents(Socket* sock);
   static void* CloseIdleConnections(void* arg);
   // A connection recycled: drop it from the map.
   void BeforeRecycle(Socket* sock) override;
@@ -94,6 +115,11 @@ class Acceptor : public InputMessenger {
   ListenerUser listener_user_;
   int idle_timeout_sec_ = 0;
   bthread_t close_idle_tid_ = 0;
+  // STOPPING: the stopping caller has closed every connection and joined
+  // the idle closer.
+  bool stop_issued_ = false;
+  // Connections whose handlers are waiting in StopAccept (see Stop).
+  std::vector<SocketId> callers_in_stop_;
   // Connection id -> nothing yet (room for per-connection statistics).
   std::unordered_map<SocketId, int> socket_map_;
   // See set_max_connections. Relaxed: a limit read by the accepting fiber,

@@ -6,21 +6,35 @@
 // Input events go to Socket::StartInputEvent, output events to
 // Socket::HandleEpollOut.
 //
-// Unlike a dispatcher that blocks its worker in epoll_wait, this one polls
-// with a zero timeout while events keep coming and otherwise parks its fiber
-// with bthread_fd_wait on the epoll fd, so an idle dispatcher holds no
-// worker: on a 2-core machine that is half the CPU.
+// Three ways to wait (DispatchMode): all poll with a zero timeout while
+// events keep coming. kFiber then parks its fiber with bthread_fd_wait on
+// the epoll fd; kWorker first blocks its worker in epoll_wait for up to
+// --weft_event_dispatcher_block_us, but only when that worker has nothing
+// else ready; kPthread runs on its own pthread. No mode keeps an idle
+// dispatcher on a worker: on a 2-core machine that is half the CPU.
 #ifndef WEFT_NET_EVENT_DISPATCHER_H_
 #define WEFT_NET_EVENT_DISPATCHER_H_
 
 #include <stdint.h>
 
 #include <atomic>
+#include <thread>
 
 #include "weft/bthread.h"
 #include "weft/net/socket_id.h"
 
+struct epoll_event;
+
 namespace weft {
+
+// How a dispatcher waits (--weft_event_dispatcher_mode; see net/README.md).
+enum class DispatchMode {
+  kFiber,    // its fiber parks on the epoll fd (bthread_fd_wait)
+  kWorker,   // blocks its worker in epoll_wait while nothing else is ready there
+  kPthread,  // a dedicated pthread blocks in epoll_wait
+};
+// "fiber", "worker", "pthread". False (and *mode untouched) otherwise.
+bool ParseDispatchMode(const char* name, DispatchMode* mode);
 
 class EventDispatcher {
  public:
@@ -33,6 +47,7 @@ class EventDispatcher {
   // fibers) use *consumer_thread_attr (NULL: BTHREAD_ATTR_NORMAL).
   // 0, or -1 with errno.
   int Start(const bthread_attr_t* consumer_thread_attr);
+  int Start(const bthread_attr_t* consumer_thread_attr, DispatchMode mode);
   bool Running() const;
   // Asks the fiber to quit and wakes it. Sockets stay registered.
   void Stop();
@@ -51,17 +66,24 @@ class EventDispatcher {
   // Undo AddEpollOut. 0, or -1 with errno.
   int RemoveEpollOut(SocketId socket_id, int fd, bool pollin);
 
+  DispatchMode mode() const { return mode_; }
+
   // Rounds of events handled (for tests and metrics).
   int64_t nevents() const { return nevents_.load(std::memory_order_relaxed); }
 
  private:
   static void* RunThis(void* arg);
-  void Run();
+  void Run();           // kFiber, kWorker: the dispatching fiber
+  void RunInPthread();  // kPthread
+  void ParkOnEpollFd();
+  void Dispatch(const epoll_event* events, int n);
 
   int epfd_ = -1;
   // Set by Stop; the fiber checks it after every wait.
   std::atomic<bool> stop_{false};
   bthread_t tid_ = 0;
+  std::thread thread_;  // kPthread
+  DispatchMode mode_ = DispatchMode::kFiber;
   bthread_attr_t consumer_thread_attr_;
   // Stop adds wakeup_fds_[1] (always writable) to the epoll to end a wait.
   int wakeup_fds_[2] = {-1, -1};

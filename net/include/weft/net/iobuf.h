@@ -107,6 +107,8 @@ class IOBuf {
 
   // Blocks allocated and not yet freed in the process (cached ones included).
   static int64_t block_count();
+  // Blocks taken from malloc since the start (a statistic for tests).
+  static int64_t block_allocations();
   // Frees the calling thread's cached free blocks. Also lets go of its
   // partly filled current block (freed if no IOBuf refers to it).
   static void release_thread_cache();

@@ -44,8 +44,20 @@ class Socket;
 // The owner of a socket's `user` slot: told just before the socket recycles.
 class SocketUser {
  public:
+  // The users net/ itself looks for on every event: a tag set by their
+  // constructors replaces a dynamic_cast per event.
+  enum class Kind : uint8_t { kOther, kInputMessenger, kEpollOutRequest };
+  SocketUser() = default;
   virtual ~SocketUser() = default;
   virtual void BeforeRecycle(Socket*) {}
+  Kind user_kind() const { return kind_; }
+
+ protected:
+  // Only the classes named by the tag pass it (a static_cast follows it).
+  explicit SocketUser(Kind kind) : kind_(kind) {}
+
+ private:
+  const Kind kind_ = Kind::kOther;
 };
 
 // Per-connection state kept on a socket by whoever drives it: a protocol's
@@ -65,13 +77,26 @@ class SocketContext {
 enum class SocketContextSlot : int { kMessenger = 0, kProtocol = 1 };
 
 // A hook run after TCP connects and before any queued write goes out (a TLS
-// handshake, a protocol greeting). StartConnect must eventually call
-// done(0, data) on success or done(errno, data) on failure, from any thread.
+// handshake, a protocol greeting).
+//
+// StartConnect runs in a fiber of its own (the connecting fiber, never the
+// dispatcher's), so it may block or suspend without stalling other sockets.
+// It calls done(0, data) on success or done(errno, data) on failure, once,
+// from any thread, inside StartConnect or later. The handshake is bounded by
+// the connect's deadline (WriteOptions::abstime of the write that connects,
+// else SocketOptions::connect_timeout_ms; none if neither is set): past it
+// the socket fails with ETIMEDOUT, every queued write's id_wait hears it,
+// and StopConnect follows when the socket recycles. A done that comes after
+// that (or a second done) does nothing; `data` is a versioned name, never a
+// pointer that could dangle. On failure the queued writes' id_wait handlers
+// run in the connecting fiber, or in a fresh fiber when done is called from
+// elsewhere.
 class AppConnect {
  public:
   virtual ~AppConnect() = default;
   virtual void StartConnect(Socket* s, void (*done)(int err, void* data), void* data) = 0;
-  // The socket is recycling; drop any reference to it.
+  // The socket is recycling; drop any reference to it. done may still be
+  // called (it is then a no-op).
   virtual void StopConnect(Socket*) {}
 };
 
@@ -79,6 +104,9 @@ struct SocketOptions {
   // An fd the socket takes over (closed at recycle), or -1 for a client
   // socket that connects to remote_side on its first write.
   int fd = -1;
+  // fd already has O_NONBLOCK and FD_CLOEXEC (accept4 or socket with
+  // SOCK_NONBLOCK | SOCK_CLOEXEC): Create skips the fcntl calls that set them.
+  bool fd_nonblocking_cloexec = false;
   EndPoint remote_side;
   // Told (BeforeRecycle) when the socket recycles; the socket never deletes
   // it (a user may delete itself there).
@@ -287,8 +315,9 @@ class Socket {
   void OnRecycle();
   // Adopts fd (non-blocking, close-on-exec, TCP_NODELAY, buffer sizes,
   // epoll). On failure fd_ is -1 and fd still belongs to the caller.
-  int ResetFileDescriptor(int fd);
-  int SetUpFileDescriptor(int fd);
+  // flags_set: fd has O_NONBLOCK and FD_CLOEXEC already.
+  int ResetFileDescriptor(int fd, bool flags_set = false);
+  int SetUpFileDescriptor(int fd, bool flags_set = false);
 
   static void* ProcessEvent(void* arg);
 
@@ -324,14 +353,25 @@ class Socket {
   int ConductError(bthread_id_t id_wait);
 
   // Connect path (socket_connect.cpp).
+  struct PendingConnect;
   int ConnectIfNot(const timespec* abstime, WriteRequest* req);
   int Connect(const timespec* abstime, int (*on_connect)(int fd, int err, void* data), void* data);
   int CheckConnected(int sockfd);
   int HandleEpollOutRequest(int error_code, EpollOutRequest* req);
   static void HandleEpollOutTimeout(void* arg);
+  // Starts the connecting fiber (RunCheckConnected); data is a
+  // PendingConnect.
   static int KeepWriteIfConnected(int fd, int err, void* data);
+  static void* RunCheckConnected(void* arg);
   static void CheckConnectedAndKeepWrite(int fd, int err, void* data);
+  void StartAppConnect(PendingConnect* pc);
+  // The AppConnect's done; data names the handshake (a bthread_id).
   static void AfterAppConnected(int err, void* data);
+  static void OnAppConnectTimeout(void* arg);
+  // Ends the connect: starts KeepWrite, or fails the socket and the queued
+  // requests. tcp: err is the TCP connect's (timeouts count toward
+  // --weft_connect_timeout_as_unreachable), else the AppConnect's.
+  static void FinishConnect(PendingConnect* pc, int err, bool tcp);
 
   // High 32 bits: version; low 32 bits: references. Version == id version:
   // healthy; id version + 1: failed; anything else: recycled (the slot may

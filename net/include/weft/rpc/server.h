@@ -31,6 +31,7 @@
 #include <string_view>
 #include <vector>
 
+#include "weft/bthread.h"
 #include "weft/countdown_event.h"
 #include "weft/net/acceptor.h"
 #include "weft/net/endpoint.h"
@@ -117,8 +118,8 @@ class Server {
     ids->clear();
     if (acceptor_ != nullptr) acceptor_->ListConnections(ids);
   }
-  // Calls whose handler was entered or refused and whose done has not
-  // finished yet.
+  // Calls whose handler was entered and whose done has not finished yet
+  // (what max_concurrency bounds).
   int64_t calls_in_flight() const { return calls_in_flight_.load(std::memory_order_relaxed); }
   const ServerOptions& options() const { return options_; }
 
@@ -140,7 +141,13 @@ class Server {
   void EndCall(internal::MethodStatus* method, Controller* cntl, int64_t received_us,
                bool counted_concurrency, Closure* done);
 
-  std::atomic<Status> status_{READY};
+  // A Status. An int so that ProcessCall can read it with an RMW (see
+  // there): every change and every call's read are then one modification
+  // order, which decides who saw whom.
+  std::atomic<int> status_{READY};
+  // Held through Join, so concurrent Joins drain once and all return after
+  // it (a fiber-aware mutex: Join may run in a fiber).
+  bthread_mutex_t join_mutex_;
   ServerOptions options_;
   EndPoint listen_address_;
   // Immutable after Start (read without a lock by ProcessCall).

@@ -19,6 +19,17 @@ struct MessageDestroyer {
 };
 using MessagePtr = std::unique_ptr<WeftStdMessage, MessageDestroyer>;
 
+// The mark a connection gets in its protocol context slot once a weft_std
+// frame was cut from it: "a connection that picked weft_std keeps it"
+// (rpc.md), so a later frame that does not start with WFT1 closes it
+// instead of being offered to the server's other protocols. Owned and
+// deleted by the socket.
+class WeftStdConnection : public SocketContext {};
+
+bool PickedWeftStd(const Socket* socket) {
+  return socket != nullptr && dynamic_cast<const WeftStdConnection*>(socket->context()) != nullptr;
+}
+
 // A bad frame: the connection closes with EREQUEST and `why` (the messenger
 // then logs `why` and its own SetFailed finds the socket already failed).
 ParseResult BadFrame(Socket* socket, ParseError err, const char* why) {
@@ -58,6 +69,10 @@ ParseResult ParseFrame(IOBuf* source, Socket* socket, bool read_eof, const void*
   source->copy_to(hbuf, have, 0);
   const size_t magic_have = have < sizeof(kMagic) ? have : sizeof(kMagic);
   if (memcmp(hbuf, kMagic, magic_have) != 0) {
+    if (PickedWeftStd(socket)) {
+      return BadFrame(socket, PARSE_ERROR_ABSOLUTELY_WRONG,
+                      "a frame without WFT1 on a weft_std connection");
+    }
     return ParseResult::Error(PARSE_ERROR_TRY_OTHERS);
   }
   if (have < kHeaderSize) return ParseResult::Error(PARSE_ERROR_NOT_ENOUGH_DATA);
@@ -82,6 +97,11 @@ ParseResult ParseFrame(IOBuf* source, Socket* socket, bool read_eof, const void*
     return BadFrame(socket, PARSE_ERROR_ABSOLUTELY_WRONG, "a response arrived at a server");
   }
   if (n < kHeaderSize + h.body_size) return ParseResult::Error(PARSE_ERROR_NOT_ENOUGH_DATA);
+  // Only the connection's reading fiber parses, so the first frame marks
+  // it once; context() is an acquire load, cheap on later frames.
+  if (socket != nullptr && socket->context() == nullptr) {
+    socket->InitContext(new WeftStdConnection);
+  }
   auto* msg = new WeftStdMessage;
   msg->header = h;
   source->pop_front(kHeaderSize);

@@ -25,7 +25,10 @@ class WeftStdMessage : public InputMessageBase {
 };
 
 // Protocol::parse. Cuts one frame from the front of `source`:
-// - TRY_OTHERS when the first bytes (up to 4) cannot be "WFT1";
+// - TRY_OTHERS when the first bytes (up to 4) cannot be "WFT1", unless a
+//   weft_std frame was already cut from this connection (marked in its
+//   protocol context slot): then ABSOLUTELY_WRONG, as rpc.md says a
+//   connection that picked weft_std keeps it;
 // - NOT_ENOUGH_DATA on a prefix of a frame (nothing is allocated for a
 //   body that has not arrived: only the header is looked at);
 // - TOO_BIG_DATA when body_size is over --weft_max_body_size (exactly it is

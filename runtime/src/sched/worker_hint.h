@@ -1,0 +1,31 @@
+// worker_hint.h: may the calling fiber block its worker's pthread for a
+// while (net's event dispatcher in "worker" mode blocks in epoll_wait)?
+// Internal; net/ includes it.
+#ifndef WEFT_SCHED_WORKER_HINT_H_
+#define WEFT_SCHED_WORKER_HINT_H_
+
+#include "sched/task_control.h"
+#include "sched/task_group.h"
+
+namespace weft::sched {
+
+// True when blocking now holds no ready fiber back: the caller runs on a
+// worker with no other fiber ready (queue, run-next slot, remote queue),
+// and some other worker is parked or searching, so a fiber made ready
+// meanwhile (a new one, or one woken from off the workers: they go to the
+// remote queue and wake a parked worker) is run by that worker, exactly as
+// if this one were busy. A blocked worker cannot be woken by the scheduler
+// (it does not sleep on its park word), hence the second condition: with
+// every other worker busy, or just one worker, the answer is false.
+// A snapshot (seq_cst loads of the idle and searching counts, relaxed
+// queue hints): callers still bound their block with a timeout.
+inline bool worker_may_block() {
+  TaskGroup* g = TaskGroup::current();
+  if (g == nullptr || !g->running_fiber() || g->has_ready()) return false;
+  const TaskControl* c = g->control();
+  return c->nidle() > 0 || c->nsearching() > 0;
+}
+
+}  // namespace weft::sched
+
+#endif  // WEFT_SCHED_WORKER_HINT_H_
