@@ -120,10 +120,12 @@ TEST(HttpParser, MalformedContentLengthIs400) {
 TEST(HttpParser, BodyOverTheLimitIs413FromTheHeadersAlone) {
   // No body byte was sent: the size is decided from the head.
   EXPECT_EQ(413, ErrorStatusOf("POST / HTTP/1.1\r\nContent-Length: 1001\r\n\r\n"));
-  EXPECT_EQ(413, ErrorStatusOf("POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n"));
+  EXPECT_EQ(413,
+            ErrorStatusOf("POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n"));
   EXPECT_EQ(413, ErrorStatusOf("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3e9\r\n"));
   EXPECT_EQ(413, ErrorStatusOf("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-                               "1f4\r\n" + std::string(500, 'a') + "\r\n1f5\r\n"));
+                               "1f4\r\n" +
+                               std::string(500, 'a') + "\r\n1f5\r\n"));
   // Exactly the limit is allowed.
   HttpRequestParser p(SmallLimits());
   IOBuf buf;
@@ -145,9 +147,9 @@ TEST(HttpParser, HeaderFloodsAre431) {
 }
 
 TEST(HttpParser, OtherMalformedRequests) {
-  EXPECT_EQ(400, ErrorStatusOf("GET / HTTP/1.1\nHost: a\r\n\r\n"));        // bare LF
-  EXPECT_EQ(400, ErrorStatusOf("GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n"));   // bare CR
-  EXPECT_EQ(400, ErrorStatusOf("GET / HTTP/1.1\r\nHost : a\r\n\r\n"));     // space before ':'
+  EXPECT_EQ(400, ErrorStatusOf("GET / HTTP/1.1\nHost: a\r\n\r\n"));          // bare LF
+  EXPECT_EQ(400, ErrorStatusOf("GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n"));     // bare CR
+  EXPECT_EQ(400, ErrorStatusOf("GET / HTTP/1.1\r\nHost : a\r\n\r\n"));       // space before ':'
   EXPECT_EQ(400, ErrorStatusOf("GET / HTTP/1.1\r\nHost: a\r\n b\r\n\r\n"));  // obs-fold
   EXPECT_EQ(400, ErrorStatusOf("GET / HTTP/1.1\r\nNoColon\r\n\r\n"));
   EXPECT_EQ(400, ErrorStatusOf("GET  / HTTP/1.1\r\n\r\n"));

@@ -3,8 +3,6 @@
 // order), HTTP/1.0, Connection: close, 400/404/405/413/431 closing only
 // their connection, slowloris cut by the read timeout, max_connections,
 // the built-in pages, and weft_std + http on one port.
-#include "weft/rpc/http.h"
-
 #include <gflags/gflags.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -18,6 +16,7 @@
 #include "net_test_util.h"
 #include "weft/bthread.h"
 #include "weft/rpc/channel.h"
+#include "weft/rpc/http.h"
 #include "weft/rpc/server.h"
 
 DECLARE_int32(weft_read_timeout_ms);
@@ -123,42 +122,42 @@ class HttpClient {
 class HttpServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_EQ(0, AddHttpHandler(&server_, "/", [](const HttpRequest&, HttpResponse* resp,
-                                                  Closure done) {
-      resp->body.append("Hello, world!");
-      done();
-    }));
-    ASSERT_EQ(0, AddHttpHandler(
-                     &server_, "/echo",
-                     [](const HttpRequest& req, HttpResponse* resp, Closure done) {
-                       resp->body.append(req.body);
-                       done();
-                     },
-                     {"POST", "PUT"}));
+    ASSERT_EQ(
+        0, AddHttpHandler(&server_, "/", [](const HttpRequest&, HttpResponse* resp, Closure done) {
+          resp->body.append("Hello, world!");
+          done();
+        }));
+    ASSERT_EQ(0, AddHttpHandler(&server_, "/echo",
+                                [](const HttpRequest& req, HttpResponse* resp, Closure done) {
+                                  resp->body.append(req.body);
+                                  done();
+                                },
+                                {"POST", "PUT"}));
     // Answers from another fiber after ?ms=N milliseconds: later requests
     // of the same connection finish first.
-    ASSERT_EQ(0, AddHttpHandler(&server_, "/sleep", [](const HttpRequest& req,
-                                                       HttpResponse* resp, Closure done) {
-      struct Job {
-        int ms;
-        HttpResponse* resp;
-        Closure done;
-        std::string tag;
-      };
-      auto* job = new Job{atoi(req.query.c_str() + 3), resp, std::move(done), req.query};
-      bthread_t th;
-      ASSERT_EQ(0, bthread_start_background(
-                       &th, nullptr,
-                       [](void* arg) -> void* {
-                         auto* j = static_cast<Job*>(arg);
-                         bthread_usleep(static_cast<uint64_t>(j->ms) * 1000);
-                         j->resp->body.append(j->tag);
-                         j->done();
-                         delete j;
-                         return nullptr;
-                       },
-                       job));
-    }));
+    ASSERT_EQ(
+        0, AddHttpHandler(
+               &server_, "/sleep", [](const HttpRequest& req, HttpResponse* resp, Closure done) {
+                 struct Job {
+                   int ms;
+                   HttpResponse* resp;
+                   Closure done;
+                   std::string tag;
+                 };
+                 auto* job = new Job{atoi(req.query.c_str() + 3), resp, std::move(done), req.query};
+                 bthread_t th;
+                 ASSERT_EQ(0, bthread_start_background(
+                                  &th, nullptr,
+                                  [](void* arg) -> void* {
+                                    auto* j = static_cast<Job*>(arg);
+                                    bthread_usleep(static_cast<uint64_t>(j->ms) * 1000);
+                                    j->resp->body.append(j->tag);
+                                    j->done();
+                                    delete j;
+                                    return nullptr;
+                                  },
+                                  job));
+               }));
     EnableHttpBuiltinPages(&server_);
     ServerOptions opt;
     opt.max_connections = max_connections_;
@@ -190,8 +189,9 @@ TEST_F(HttpServerTest, KeepAliveServesManyRequestsOnOneConnection) {
   ASSERT_TRUE(c.Read(&r));
   EXPECT_EQ(200, r.status);
   EXPECT_EQ("hello", r.body);
-  ASSERT_TRUE(c.Send("POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-                     "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"));
+  ASSERT_TRUE(
+      c.Send("POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"));
   ASSERT_TRUE(c.Read(&r));
   EXPECT_EQ("abcde", r.body);
   ASSERT_TRUE(c.Send("HEAD / HTTP/1.1\r\n\r\n"));
@@ -227,8 +227,9 @@ TEST_F(HttpServerTest, ConnectionCloseFlushesTheResponseThenCloses) {
   test::Watchdog dog("close", kLong);
   HttpClient c(server_.listen_address());
   // The request after the closing one is never answered.
-  ASSERT_TRUE(c.Send("GET /sleep?ms=50 HTTP/1.1\r\nConnection: close\r\n\r\n"
-                     "GET / HTTP/1.1\r\n\r\n"));
+  ASSERT_TRUE(
+      c.Send("GET /sleep?ms=50 HTTP/1.1\r\nConnection: close\r\n\r\n"
+             "GET / HTTP/1.1\r\n\r\n"));
   Response r;
   ASSERT_TRUE(c.Read(&r));
   EXPECT_EQ(200, r.status);
@@ -261,8 +262,9 @@ TEST_F(HttpServerTest, Http10ClosesUnlessKeepAlive) {
 TEST_F(HttpServerTest, NotFoundAndMethodNotAllowedKeepTheConnection) {
   test::Watchdog dog("404/405", kLong);
   HttpClient c(server_.listen_address());
-  ASSERT_TRUE(c.Send("GET /nope HTTP/1.1\r\n\r\nDELETE / HTTP/1.1\r\n\r\n"
-                     "GET /echo HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n"));
+  ASSERT_TRUE(
+      c.Send("GET /nope HTTP/1.1\r\n\r\nDELETE / HTTP/1.1\r\n\r\n"
+             "GET /echo HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n"));
   Response r;
   ASSERT_TRUE(c.Read(&r));
   EXPECT_EQ(404, r.status);
@@ -425,11 +427,11 @@ TEST_F(HttpMaxConnectionsTest, ConnectionsPastTheCapAreClosedOthersServed) {
 TEST(HttpServerStop, RequestsAfterStopAre503) {
   test::Watchdog dog("stop", kLong);
   Server server;
-  ASSERT_EQ(0, AddHttpHandler(&server, "/", [](const HttpRequest&, HttpResponse* resp,
-                                               Closure done) {
-    resp->body.append("x");
-    done();
-  }));
+  ASSERT_EQ(0,
+            AddHttpHandler(&server, "/", [](const HttpRequest&, HttpResponse* resp, Closure done) {
+              resp->body.append("x");
+              done();
+            }));
   ASSERT_EQ(0, server.Start("127.0.0.1:0", nullptr));
   HttpClient c(server.listen_address());
   Response r;

@@ -7,13 +7,12 @@
 // --port 0 picks a free port. Prints "listening on 127.0.0.1:PORT" once
 // serving; SIGINT or SIGTERM stops it (exit 0). Bad flags exit 1 (gflags).
 #include <errno.h>
+#include <gflags/gflags.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <string>
-
-#include <gflags/gflags.h>
 
 #include "weft/rpc/http.h"
 #include "weft/rpc/server.h"
@@ -21,7 +20,8 @@
 DEFINE_int32(port, 8080, "port to listen on (127.0.0.1); 0 picks a free one");
 DEFINE_int32(threads, 0, "worker threads (0: the runtime's default)");
 DEFINE_bool(builtin_pages, true, "serve /health /vars /metrics /fibers /connections");
-DEFINE_int32(max_connections, 0, "open connections at most; past it new ones are closed (0: no cap)");
+DEFINE_int32(max_connections, 0,
+             "open connections at most; past it new ones are closed (0: no cap)");
 
 int main(int argc, char** argv) {
   gflags::SetUsageMessage("weft-http [--port N] [--threads N] [--builtin_pages=false]");
@@ -46,14 +46,13 @@ int main(int argc, char** argv) {
     resp->body.append("Hello, world!");
     done();
   });
-  weft::rpc::AddHttpHandler(
-      &server, "/echo",
-      [](const HttpRequest& req, HttpResponse* resp, Closure done) {
-        resp->content_type = "application/octet-stream";
-        resp->body.append(req.body);
-        done();
-      },
-      {"POST", "PUT"});
+  weft::rpc::AddHttpHandler(&server, "/echo",
+                            [](const HttpRequest& req, HttpResponse* resp, Closure done) {
+                              resp->content_type = "application/octet-stream";
+                              resp->body.append(req.body);
+                              done();
+                            },
+                            {"POST", "PUT"});
   weft::rpc::EnableHttpBuiltinPages(&server, FLAGS_builtin_pages);
   weft::rpc::ServerOptions opt;
   opt.num_threads = FLAGS_threads;

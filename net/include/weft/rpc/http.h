@@ -43,9 +43,9 @@ namespace weft::rpc {
 class Server;
 
 struct HttpRequest {
-  std::string method;  // "GET", as sent
-  std::string path;    // the target before '?', e.g. "/vars"
-  std::string query;   // after '?', without it; empty if none
+  std::string method;     // "GET", as sent
+  std::string path;       // the target before '?', e.g. "/vars"
+  std::string query;      // after '?', without it; empty if none
   int version_minor = 1;  // HTTP/1.<version_minor>
   // Fields in arrival order, names as sent.
   std::vector<std::pair<std::string, std::string>> headers;

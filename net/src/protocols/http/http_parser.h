@@ -42,7 +42,7 @@ struct HttpParseLimits {
 // What a request's head says, once parsed.
 struct HttpRequestHead {
   std::string method;
-  std::string target;  // as sent (origin-form, or "*")
+  std::string target;     // as sent (origin-form, or "*")
   int version_minor = 1;  // HTTP/1.<minor>; only 0 and 1 are accepted
   std::vector<std::pair<std::string, std::string>> headers;
   bool keep_alive = true;

@@ -1,12 +1,11 @@
 #include "protocols/http/http_protocol.h"
 
 #include <errno.h>
+#include <gflags/gflags.h>
 #include <stdio.h>
 
 #include <string>
 #include <utility>
-
-#include <gflags/gflags.h>
 
 #include "base/time_util.h"
 #include "net_log.h"
@@ -125,8 +124,8 @@ HttpParseLimits CurrentLimits() {
   return l;
 }
 
-void SerializeResponse(const HttpResponse& resp, bool keep_alive, int version_minor,
-                       bool head_only, IOBuf* out) {
+void SerializeResponse(const HttpResponse& resp, bool keep_alive, int version_minor, bool head_only,
+                       IOBuf* out) {
   char line[160];
   int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n", resp.status,
                    HttpReasonPhrase(resp.status), resp.body.size());

@@ -72,8 +72,8 @@ ParseResult ParseHttp(IOBuf* source, Socket* socket, bool read_eof, const void* 
 void ProcessHttpRequest(InputMessageBase* msg);
 
 // Writes a response's status line, fields and (unless head_only) body.
-void SerializeResponse(const HttpResponse& resp, bool keep_alive, int version_minor,
-                       bool head_only, IOBuf* out);
+void SerializeResponse(const HttpResponse& resp, bool keep_alive, int version_minor, bool head_only,
+                       IOBuf* out);
 
 // The Protocol struct registered under "http".
 Protocol MakeHttpProtocol();

@@ -1,14 +1,13 @@
 #include "protocols/http/http_service.h"
 
 #include <errno.h>
+#include <gflags/gflags.h>
 #include <stdio.h>
 
 #include <atomic>
 #include <mutex>
 #include <sstream>
 #include <unordered_map>
-
-#include <gflags/gflags.h>
 
 #include "base/time_util.h"
 #include "protocols/http/http_parser.h"
