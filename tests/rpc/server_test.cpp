@@ -358,7 +358,8 @@ TEST_F(ServerTest, MalformedAndOversizedFramesCloseOnlyTheirConnection) {
       {"request without method", HeaderBytes(3, 1, 0, 0) + "abc"},
       {"method over 255 bytes", HeaderBytes(256, 1, 0, 256) + std::string(256, 'm')},
       {"a response at a server", HeaderBytes(2, 1, ws::kFlagResponse, 0) + "ok"},
-      {"not weft_std at all", "GET / HTTP/1.1\r\nHost: x\r\n\r\n"},
+      // Not an HTTP request either: the http protocol would serve that.
+      {"not weft_std at all", std::string("\x16\x03\x01\x00\x05hello", 10)},
       {"weft_std, then not", RequestBytes(1, "echo", "x") + "JUNKJUNKJUNKJUNKJUNKJUNKJUNK"},
   };
   uint64_t cid = 100;

@@ -23,6 +23,7 @@
 #include "weft/bthread.h"
 #include "weft/rpc/channel.h"
 #include "weft/rpc/errno.h"
+#include "weft/rpc/http.h"
 #include "weft/rpc/server.h"
 
 DEFINE_int32(port, 8000, "server: port to listen on (127.0.0.1); 0 picks a free one");
@@ -264,6 +265,8 @@ int run_server(int port, int threads) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   Server server;
   add_echo_methods(&server);
+  // The status pages over HTTP on the same port (protocol detection).
+  weft::rpc::EnableHttpBuiltinPages(&server);
   weft::rpc::ServerOptions opt;
   opt.num_threads = threads;
   const std::string addr = "127.0.0.1:" + std::to_string(port);

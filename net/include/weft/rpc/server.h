@@ -112,6 +112,12 @@ class Server {
   EndPoint listen_address() const { return listen_address_; }
   // Open connections (0 before Start).
   size_t connection_count() const;
+  // The ids of the open connections (none before Start), for status pages.
+  // Any thread after Start returned (acceptor_ is set before then).
+  void ListConnections(std::vector<SocketId>* ids) const {
+    ids->clear();
+    if (acceptor_ != nullptr) acceptor_->ListConnections(ids);
+  }
   // Calls whose handler was entered and whose done has not finished yet
   // (what max_concurrency bounds).
   int64_t calls_in_flight() const { return calls_in_flight_.load(std::memory_order_relaxed); }
