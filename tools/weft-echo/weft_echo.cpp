@@ -19,6 +19,7 @@
 
 #include <gflags/gflags.h>
 
+#include "../common/serve_until_stopped.h"
 #include "latency_histogram.h"
 #include "weft/bthread.h"
 #include "weft/rpc/channel.h"
@@ -256,13 +257,8 @@ int run_server(int port, int threads) {
     fprintf(stderr, "weft-echo: bad --port or --threads\n");
     return 2;
   }
-  // Blocked before the runtime starts its workers (they inherit the mask),
-  // so only sigwait below sees them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // Before the runtime starts its workers (see BlockStopSignals).
+  const sigset_t stop_signals = weft_tools::BlockStopSignals();
   Server server;
   add_echo_methods(&server);
   // The status pages over HTTP on the same port (protocol detection).
@@ -274,12 +270,7 @@ int run_server(int port, int threads) {
     fprintf(stderr, "weft-echo: cannot listen on %s: %s\n", addr.c_str(), strerror(errno));
     return 1;
   }
-  printf("listening on %s\n", server.listen_address().to_string().c_str());
-  fflush(stdout);
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
-  server.Stop();
-  server.Join();
+  weft_tools::ServeUntilStopped(&server, stop_signals);
   return 0;
 }
 

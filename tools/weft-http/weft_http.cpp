@@ -14,6 +14,7 @@
 
 #include <string>
 
+#include "../common/serve_until_stopped.h"
 #include "weft/rpc/http.h"
 #include "weft/rpc/server.h"
 
@@ -30,13 +31,8 @@ int main(int argc, char** argv) {
     fprintf(stderr, "weft-http: unexpected argument '%s'\n", argv[1]);
     return 2;
   }
-  // The stop signals are taken by sigwait below, never by a worker thread:
-  // blocked before the runtime starts its threads, which inherit the mask.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // Before the runtime starts its workers (see BlockStopSignals).
+  const sigset_t stop_signals = weft_tools::BlockStopSignals();
 
   weft::rpc::Server server;
   using weft::rpc::Closure;
@@ -63,12 +59,7 @@ int main(int argc, char** argv) {
     fprintf(stderr, "weft-http: cannot listen on %s: %s\n", addr.c_str(), strerror(errno));
     return 1;
   }
-  printf("listening on %s\n", server.listen_address().to_string().c_str());
-  fflush(stdout);
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
-  server.Stop();
-  server.Join();
+  weft_tools::ServeUntilStopped(&server, stop_signals);
   weft::rpc::RemoveHttpService(&server);
   return 0;
 }

@@ -14,6 +14,7 @@
 
 #include <string>
 
+#include "../common/serve_until_stopped.h"
 #include "redis_commands.h"
 #include "redis_store.h"
 #include "weft/bthread.h"
@@ -73,13 +74,8 @@ int main(int argc, char** argv) {
     fprintf(stderr, "weft-redis: bad --port, --threads or --expire_sweep_ms\n");
     return 2;
   }
-  // Blocked before the runtime starts its workers (they inherit the mask),
-  // so only sigwait below sees them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // Before the runtime starts its workers (see BlockStopSignals).
+  const sigset_t stop_signals = weft_tools::BlockStopSignals();
   // A client gone mid-reply must not kill the server.
   signal(SIGPIPE, SIG_IGN);
 
@@ -107,12 +103,7 @@ int main(int argc, char** argv) {
     fprintf(stderr, "weft-redis: cannot start the expiry sweep\n");
     return 1;
   }
-  printf("listening on %s\n", server.listen_address().to_string().c_str());
-  fflush(stdout);
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
-  server.Stop();
-  server.Join();
+  weft_tools::ServeUntilStopped(&server, stop_signals);
   bthread_stop(sweep_fiber);
   bthread_join(sweep_fiber, nullptr);
   return 0;
