@@ -1,4 +1,5 @@
 #include "sched/task_control.h"
+#include "sched/worker_hint.h"
 
 #include <errno.h>
 #include <gflags/gflags.h>
@@ -373,6 +374,25 @@ void requeue_local(TaskMeta* m) {
   // The queue's tail, not the run-next slot: a yield lets every other ready
   // fiber run first.
   if (g->push_local(m) != 1) g->control()->signal_task(1);
+}
+
+void requeue_local_quietly(TaskMeta* m) {
+  TaskGroup* g = TaskGroup::current();
+  m->state.store(TaskMeta::kReady, std::memory_order_relaxed);
+  // No signal_task: the fibers ahead of it were queued by whoever made them
+  // ready, with whatever wake-up that called for; this fiber adds no work.
+  g->push_local(m);
+}
+
+namespace {
+void requeue_quietly(void* meta) { requeue_local_quietly(static_cast<TaskMeta*>(meta)); }
+}  // namespace
+
+void yield_quietly() {
+  TaskGroup* g = TaskGroup::current();
+  if (g == nullptr || !g->running_fiber() || !g->has_ready()) return;
+  g->set_remained(requeue_quietly, g->current_task());
+  g->sched();
 }
 
 void requeue_local_next(TaskMeta* m) {
