@@ -436,6 +436,19 @@ void make_ready(TaskMeta* m, ReadyKind kind) {
 
 namespace weft::sched {
 
+void flush_nosignal_if_queued() {
+  TaskGroup* g = TaskGroup::current();
+  if (g == nullptr) {
+    flush_nosignal();
+    return;
+  }
+  if (g->nosignal_pending == 0) return;
+  const size_t queued = g->queue_size_hint();
+  const int n = static_cast<int>(queued < g->nosignal_pending ? queued : g->nosignal_pending);
+  g->nosignal_pending = 0;
+  if (n > 0) g->control()->signal_task(n);
+}
+
 void flush_nosignal() {
   TaskGroup* g = TaskGroup::current();
   uint32_t* pending = g != nullptr ? &g->nosignal_pending : &tls_pthread_nosignal;

@@ -48,6 +48,11 @@ inline bool cpus_scarce() {
 // anyway may still take it. Returns at once when nothing else is ready.
 void yield_quietly();
 
+// bthread_flush for fibers started with BTHREAD_NOSIGNAL, but waking only
+// for those still queued on this worker: after a yield_quietly ran them,
+// a wake-up would bring another worker to an empty queue.
+void flush_nosignal_if_queued();
+
 }  // namespace weft::sched
 
 #endif  // WEFT_SCHED_WORKER_HINT_H_
