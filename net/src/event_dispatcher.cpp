@@ -221,11 +221,30 @@ void EventDispatcher::Dispatch(const epoll_event* events, int n) {
   nevents_.fetch_add(n, std::memory_order_relaxed);
   // Stop() may have woken us; the check at the loop head sees its store
   // (the flag is set before the wake-up fd is added).
+  // One input event: its reader runs here at once, with no wake-up (the
+  // round-trip path). Several: all but the last are queued and one flush
+  // wakes idle workers to take them, so many connections' reads spread
+  // over the workers instead of queueing behind this one; the last runs
+  // here.
+  int last_input = -1;
   for (int i = 0; i < n; ++i) {
-    if (events[i].data.u64 == kWakeupId) continue;
-    if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-      Socket::StartInputEvent(events[i].data.u64, events[i].events, consumer_thread_attr_);
+    if (events[i].data.u64 != kWakeupId && (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))) {
+      last_input = i;
     }
+  }
+  bool queued = false;
+  for (int i = 0; i < last_input; ++i) {
+    if (events[i].data.u64 == kWakeupId) continue;
+    if (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) {
+      Socket::StartInputEvent(events[i].data.u64, events[i].events, consumer_thread_attr_,
+                              /*urgent=*/false);
+      queued = true;
+    }
+  }
+  if (queued) bthread_flush();
+  if (last_input >= 0) {
+    Socket::StartInputEvent(events[last_input].data.u64, events[last_input].events,
+                            consumer_thread_attr_);
   }
   for (int i = 0; i < n; ++i) {
     if (events[i].data.u64 == kWakeupId) continue;
@@ -261,7 +280,7 @@ int EventDispatcher::AddConsumer(SocketId socket_id, int fd) {
     return -1;
   }
   epoll_event evt{};
-  evt.events = EPOLLIN | EPOLLET;
+  evt.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
   evt.data.u64 = socket_id;
   return epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &evt);
 }
@@ -283,7 +302,7 @@ int EventDispatcher::AddEpollOut(SocketId socket_id, int fd, bool pollin) {
   evt.data.u64 = socket_id;
   evt.events = EPOLLOUT | EPOLLET;
   if (pollin) {
-    evt.events |= EPOLLIN;
+    evt.events |= EPOLLIN | EPOLLRDHUP;
     // ENOENT when the consumer was already removed.
     return epoll_ctl(epfd_, EPOLL_CTL_MOD, fd, &evt);
   }
@@ -294,7 +313,7 @@ int EventDispatcher::RemoveEpollOut(SocketId socket_id, int fd, bool pollin) {
   if (pollin) {
     epoll_event evt{};
     evt.data.u64 = socket_id;
-    evt.events = EPOLLIN | EPOLLET;
+    evt.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
     return epoll_ctl(epfd_, EPOLL_CTL_MOD, fd, &evt);
   }
   return epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);

@@ -386,6 +386,8 @@ void InputMessenger::OnNewMessages(Socket* m) {
   // The last read took the process read-buffer total over the cap and this
   // connection was not the one to close: read again once it is under.
   bool over_budget = false;
+  // The last read took all the fd had (Socket::DoRead's drained).
+  bool drained = false;
   // A read that cut two or more messages holds the connection's right to
   // write (Socket::BeginWriteBatch) while they run: the replies they write
   // meanwhile leave in one writev instead of a sendmsg each. Opened when a
@@ -449,8 +451,18 @@ void InputMessenger::OnNewMessages(Socket* m) {
     size_t once_read = c->avg_msg_size * 16;
     if (once_read < MIN_ONCE_READ) once_read = MIN_ONCE_READ;
     if (once_read > MAX_ONCE_READ) once_read = MAX_ONCE_READ;
-    // Bytes alone are not activity: complete messages are (below).
-    const ssize_t nr = m->DoRead(once_read, /*bytes_are_activity=*/false);
+    ssize_t nr;
+    if (drained) {
+      // The last read emptied the fd: another would only say EAGAIN (a
+      // syscall per message on a request-response connection). Later bytes
+      // or a close bring an event, which MoreReadEvents sees.
+      drained = false;
+      nr = -1;
+      errno = EAGAIN;
+    } else {
+      // Bytes alone are not activity: complete messages are (below).
+      nr = m->DoRead(once_read, /*bytes_are_activity=*/false, &drained);
+    }
     if (nr <= 0) {
       if (nr == 0) {
         // Fed to the parsers below (read_eof), then the connection ends.

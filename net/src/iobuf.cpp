@@ -639,6 +639,12 @@ std::string_view IOBuf::backing_block(size_t i) const {
 // ---- file descriptors ----
 
 ssize_t IOBuf::append_from_file_descriptor(int fd, size_t max_count) {
+  bool drained;
+  return append_from_file_descriptor(fd, max_count, &drained);
+}
+
+ssize_t IOBuf::append_from_file_descriptor(int fd, size_t max_count, bool* drained) {
+  *drained = false;
   if (max_count == 0) return 0;
   ThreadBlocks& t = tls_blocks;
   Block* cur = t.cur;
@@ -681,6 +687,7 @@ ssize_t IOBuf::append_from_file_descriptor(int fd, size_t max_count) {
     return -1;
   }
   const ssize_t nr = readv(fd, iov, static_cast<int>(niov));
+  *drained = nr >= 0 && static_cast<size_t>(nr) < space;
   if (nr <= 0) {
     const int saved = errno;
     give_back_fresh(first_fresh);

@@ -87,6 +87,7 @@ int Socket::Create(const SocketOptions& options, SocketId* id) {
   m->connect_id_.store(INVALID_SOCKET_ID, std::memory_order_relaxed);
   m->app_connect_id_.store(0, std::memory_order_relaxed);
   m->nevent_.store(0, std::memory_order_relaxed);
+  m->hup_seen_.store(false, std::memory_order_relaxed);
   m->error_code_.store(0, std::memory_order_relaxed);
   m->close_error_code_.store(0, std::memory_order_relaxed);
   m->close_timer_ = 0;
@@ -510,21 +511,24 @@ int64_t Socket::last_active_us() const {
 
 // ---- input ----
 
-int Socket::StartInputEvent(SocketId id, uint32_t events, const bthread_attr_t& thread_attr) {
+int Socket::StartInputEvent(SocketId id, uint32_t events, const bthread_attr_t& thread_attr,
+                            bool urgent) {
   SocketUniquePtr s;
   if (Address(id, &s) != 0) return -1;
   if (s->on_edge_triggered_events_ == nullptr) {
     // Error events of an fd registered only for EPOLLOUT (connecting).
     return 0;
   }
-  if (s->fd() < 0) {
-    (void)events;
-    return -1;
-  }
+  if (s->fd() < 0) return -1;
   // The events themselves are not passed on: the reading fiber learns
   // everything (data, EOF, errors) from read(). acq_rel: the reading fiber's
   // last MoreReadEvents (release) happens before we see 0 here, and our
   // increment is visible to its CAS.
+  if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+    // Before the increment, whose release makes it visible to the reader
+    // that acquires nevent_ (in MoreReadEvents or at its start).
+    s->hup_seen_.store(true, std::memory_order_relaxed);
+  }
   if (s->nevent_.fetch_add(1, std::memory_order_acq_rel) == 0) {
     net_internal::net_metrics().neventthread << 1;
     bthread_attr_t attr = thread_attr;
@@ -532,9 +536,16 @@ int Socket::StartInputEvent(SocketId id, uint32_t events, const bthread_attr_t& 
     // The reference moves to the fiber.
     Socket* const p = s.release();
     // Urgent: run the reader on this worker now, while the data is hot; the
-    // dispatcher fiber goes to the run queue for another worker to steal.
+    // dispatcher fiber waits in the run-next slot (a thief may take it).
     bthread_t tid;
-    if (bthread_start_urgent(&tid, &attr, ProcessEvent, p) != 0) {
+    int rc;
+    if (urgent) {
+      rc = bthread_start_urgent(&tid, &attr, ProcessEvent, p);
+    } else {
+      attr.flags |= BTHREAD_NOSIGNAL;
+      rc = bthread_start_background(&tid, &attr, ProcessEvent, p);
+    }
+    if (rc != 0) {
       WEFT_NET_WARN("fail to start a reading fiber; reading in the dispatcher");
       ProcessEvent(p);
     }
@@ -558,7 +569,17 @@ bool Socket::MoreReadEvents(int* progress) {
 }
 
 ssize_t Socket::DoRead(size_t size_hint, bool bytes_are_activity) {
-  const ssize_t nr = read_buf_.append_from_file_descriptor(fd(), size_hint);
+  bool drained;
+  return DoRead(size_hint, bytes_are_activity, &drained);
+}
+
+ssize_t Socket::DoRead(size_t size_hint, bool bytes_are_activity, bool* drained) {
+  const ssize_t nr = read_buf_.append_from_file_descriptor(fd(), size_hint, drained);
+  // Acquire: an event's store before its nevent_ increment that this
+  // reader has synchronised with (see hup_seen_) is seen here; one it has
+  // not yet synchronised with makes its next MoreReadEvents fail, so it
+  // reads again anyway.
+  if (*drained && hup_seen_.load(std::memory_order_acquire)) *drained = false;
   if (nr > 0) {
     in_bytes_.fetch_add(nr, std::memory_order_relaxed);
     if (bytes_are_activity) {

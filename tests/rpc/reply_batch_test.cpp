@@ -23,7 +23,17 @@ DECLARE_bool(weft_batch_replies);
 namespace {
 std::atomic<bool> g_count_sendmsg{false};
 std::atomic<int> g_sendmsg_calls{0};
+std::atomic<bool> g_count_readv{false};
+std::atomic<int> g_readv_calls{0};
 }  // namespace
+
+// IOBuf reads sockets with readv; the raw client uses recv.
+extern "C" ssize_t readv(int fd, const struct iovec* iov, int iovcnt) {
+  using ReadvFn = ssize_t (*)(int, const struct iovec*, int);
+  static const ReadvFn real = reinterpret_cast<ReadvFn>(dlsym(RTLD_NEXT, "readv"));
+  if (g_count_readv.load()) g_readv_calls.fetch_add(1);
+  return real(fd, iov, iovcnt);
+}
 
 // IOBuf writes sockets with sendmsg (MSG_NOSIGNAL); the raw client uses
 // send, so every counted call is the server's.
@@ -197,6 +207,45 @@ TEST_F(ReplyBatchTest, EveryReplyOfABurstBeforeAHalfCloseArrives) {
     }
     EXPECT_EQ(32u, got.size());
     EXPECT_TRUE(c.ClosedByPeer());
+  }
+}
+
+// A request-response connection costs one readv per request: a read that
+// returned less than it asked for emptied the socket, so the messenger
+// does not read again only to hear EAGAIN (the next bytes bring an event).
+TEST_F(ReplyBatchTest, EachRoundTripCostsOneRead) {
+  Watchdog wd("round trips", kLong);
+  RawClient c(server_.listen_address());
+  ASSERT_TRUE(c.ok());
+  Frame f;
+  ASSERT_TRUE(c.Call(0, "echo", "warm") && c.Read(&f));
+  constexpr int kN = 200;
+  g_readv_calls.store(0);
+  g_count_readv.store(true);
+  for (int i = 1; i <= kN; ++i) {
+    ASSERT_TRUE(c.Call(i, "echo", "x"));
+    ASSERT_TRUE(c.Read(&f));
+    ASSERT_EQ(static_cast<uint64_t>(i), f.header.correlation_id);
+  }
+  g_count_readv.store(false);
+  // Before: a second readv (EAGAIN) after every request, 2 * kN.
+  EXPECT_LT(g_readv_calls.load(), kN * 5 / 4) << g_readv_calls.load() << " readv for " << kN;
+}
+
+// A peer that writes and closes at once: the close is already queued when
+// the data's read comes back short, so the reader must still go on to the
+// EOF (the event said so: EPOLLRDHUP), not wait for another event.
+TEST_F(ReplyBatchTest, DataAndCloseInOneGoAreBothSeen) {
+  Watchdog wd("data and close", kLong);
+  for (int round = 0; round < 50; ++round) {
+    RawClient c(server_.listen_address());
+    ASSERT_TRUE(c.ok());
+    ASSERT_TRUE(c.Send(RequestBytes(round, "echo", "bye")));
+    ASSERT_EQ(0, shutdown(c.fd(), SHUT_WR));
+    Frame f;
+    ASSERT_TRUE(c.Read(&f)) << "round " << round;
+    EXPECT_EQ("bye", f.payload);
+    ASSERT_TRUE(c.ClosedByPeer(3000 * test::kTimeScale)) << "round " << round << ": EOF missed";
   }
 }
 

@@ -94,6 +94,9 @@ class IOBuf {
   // Reads at most max_count bytes from fd with one readv, appending them.
   // Returns bytes read, 0 at end of file, -1 with errno (EAGAIN included).
   ssize_t append_from_file_descriptor(int fd, size_t max_count);
+  // The same; *drained tells whether the read returned less than the room
+  // it offered (a stream socket then had no more bytes at that moment).
+  ssize_t append_from_file_descriptor(int fd, size_t max_count, bool* drained);
   // The cut_* calls write sockets with sendmsg(MSG_NOSIGNAL): a peer that
   // went away gives EPIPE, never SIGPIPE. Other fds use writev.
   // Writes a prefix of at least min(size(), size_hint) bytes (as the

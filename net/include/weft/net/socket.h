@@ -257,6 +257,13 @@ class Socket {
   // caller says what activity is (InputMessenger: a complete message), so a
   // peer trickling bytes cannot keep the connection from idling out.
   ssize_t DoRead(size_t size_hint, bool bytes_are_activity = true);
+  // The same; *drained: the read took every byte the fd had (it returned
+  // less than the room offered) and no event so far reported the peer's
+  // close or an error. The caller may then skip the read that would only
+  // say EAGAIN and go to MoreReadEvents: bytes or a close arriving later
+  // come with a new event (edge-triggered epoll reports every arrival),
+  // and a close already reported makes *drained false so it is read.
+  ssize_t DoRead(size_t size_hint, bool bytes_are_activity, bool* drained);
   // For reading callbacks: false (and the socket's pending event count
   // reset) when no event arrived since *progress was taken; true (with
   // *progress updated) when the caller must read again.
@@ -266,8 +273,11 @@ class Socket {
   // fails. pollin: the fd is already in epoll for input. 0 or -1 with errno.
   int WaitEpollOut(int fd, bool pollin, const timespec* abstime);
 
-  // Called by EventDispatcher.
-  static int StartInputEvent(SocketId id, uint32_t events, const bthread_attr_t& thread_attr);
+  // Called by EventDispatcher. urgent: the reading fiber runs on this
+  // worker at once (the caller waits in the run-next slot); otherwise it is
+  // queued without a wake-up (BTHREAD_NOSIGNAL: the caller flushes).
+  static int StartInputEvent(SocketId id, uint32_t events, const bthread_attr_t& thread_attr,
+                             bool urgent = true);
   static int HandleEpollOut(SocketId id);
 
   SocketId id() const { return this_id_; }
@@ -420,6 +430,10 @@ class Socket {
   // Input events not yet consumed by the reading fiber; 0 means no reading
   // fiber runs.
   alignas(kCacheLine) std::atomic<int> nevent_{0};
+  // Set (before nevent_'s increment) by an input event that reported the
+  // peer's close or an error: reads must then go on to read() == 0 or the
+  // error, not stop at a short read (see DoRead's drained).
+  std::atomic<bool> hup_seen_{false};
   IOBuf read_buf_;
   std::atomic<int64_t> in_bytes_{0};
   std::atomic<int64_t> last_read_us_{0};
