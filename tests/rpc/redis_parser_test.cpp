@@ -322,8 +322,9 @@ TEST(RedisParserTest, ACommandSplitMidBulkOnAFirstMessageStaysRedis) {
   r = ParseRedis(&buf, s.get(), false, &kServerTag);
   ASSERT_TRUE(r.is_ok()) << ParseErrorToString(r.error());
   auto* m = static_cast<RedisMessage*>(r.message());
-  EXPECT_EQ("set", m->command.name);
-  EXPECT_EQ(3u, m->command.argc);
+  ASSERT_EQ(1u, m->commands.size());
+  EXPECT_EQ("set", m->commands[0].name);
+  EXPECT_EQ(3u, m->commands[0].argc);
   m->Destroy();
   s->SetFailed();
   close(b);
