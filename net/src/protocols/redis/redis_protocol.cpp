@@ -371,7 +371,11 @@ ParseResult ParseRequest(IOBuf* source, Socket* socket) {
       return ParseResult::Error(PARSE_ERROR_ABSOLUTELY_WRONG, "redis: possible security attack");
     }
     conn->chosen = true;
-    if (msg == nullptr) msg = new RedisMessage;
+    if (msg == nullptr) {
+      msg = new RedisMessage;
+      // A pipeline of 16 (redis-benchmark -P 16) fits without growing.
+      msg->commands.reserve(16);
+    }
     if (r == RespRequestParser::kOk) {
       msg->commands.push_back(std::move(cmd));
       continue;
