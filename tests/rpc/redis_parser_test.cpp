@@ -411,7 +411,7 @@ TEST(RedisBatchTest, OneParseCutsEveryCompleteCommandOfTheBuffer) {
 // boundary is at most one batch.
 TEST(RedisBatchTest, APipelineSplitAtEveryByteGivesTheSameCommandsInOrder) {
   std::vector<std::vector<std::string>> want = {
-      {"SET", "key", "value"}, {"INCR", "counter"}, {"GET", ""},
+      {"SET", "key", "value"},         {"INCR", "counter"}, {"GET", ""},
       {"ECHO", std::string(600, 'x')},  // past the copied-bulk size: cut
       {"MSET", "a", "1", "b", "2"},
   };
@@ -458,10 +458,10 @@ TEST(RedisBatchTest, InPlaceParseMatchesTheGeneralPathAtItsBounds) {
       Resp(args64),
       Resp(args65),
       Resp({"GeT", ""}),
-      "*02\r\n$003\r\nGET\r\n$1\r\nk\r\n",    // leading zeros
-      "*1\r\n$4\r\nPINGxy",                   // the CRLF after a bulk is not checked
+      "*02\r\n$003\r\nGET\r\n$1\r\nk\r\n",         // leading zeros
+      "*1\r\n$4\r\nPINGxy",                        // the CRLF after a bulk is not checked
       "*1\r\n$000000000000000000004\r\nPING\r\n",  // a long length line
-      "*1\n\n$4\r\nPING\r\n",                 // the byte after the CR is not checked
+      "*1\n\n$4\r\nPING\r\n",                      // the byte after the CR is not checked
       std::string("PING\t\v\f a\0b \r\n", 15),
       "PING\r",
       "  SET  'a b'  \"c\\x41\"  \r\n",

@@ -319,30 +319,30 @@ TEST(RedisBatchHandlerTest, ALaterOrBlockingHandlerHoldsUpOnlyItsConnection) {
   rpc::Server server;
   ASSERT_EQ(0, AddRedisCommands(&server, &store, &info));
   // "later": answers from a fiber of its own after 2 ms.
-  ASSERT_EQ(0, server.AddMethod("later", [](rpc::Controller*, const IOBuf&, IOBuf* response,
-                                            rpc::Closure done) {
-    struct Later {
-      IOBuf* response;
-      rpc::Closure done;
-    };
-    auto* l = new Later{response, std::move(done)};
-    bthread_t t;
-    ASSERT_EQ(0, bthread_start_background(
-                     &t, nullptr,
-                     [](void* arg) -> void* {
-                       auto* later = static_cast<Later*>(arg);
-                       bthread_usleep(2000);
-                       rpc::redis::AppendStatus(later->response, "LATER");
-                       later->done();
-                       delete later;
-                       return nullptr;
-                     },
-                     l));
-  }));
+  ASSERT_EQ(0, server.AddMethod(
+                   "later", [](rpc::Controller*, const IOBuf&, IOBuf* response, rpc::Closure done) {
+                     struct Later {
+                       IOBuf* response;
+                       rpc::Closure done;
+                     };
+                     auto* l = new Later{response, std::move(done)};
+                     bthread_t t;
+                     ASSERT_EQ(0, bthread_start_background(
+                                      &t, nullptr,
+                                      [](void* arg) -> void* {
+                                        auto* later = static_cast<Later*>(arg);
+                                        bthread_usleep(2000);
+                                        rpc::redis::AppendStatus(later->response, "LATER");
+                                        later->done();
+                                        delete later;
+                                        return nullptr;
+                                      },
+                                      l));
+                   }));
   // "block": suspends its own fiber until released.
   std::atomic<bool> release{false};
-  ASSERT_EQ(0, server.AddMethod("block", [&release](rpc::Controller*, const IOBuf&,
-                                                    IOBuf* response, rpc::Closure done) {
+  ASSERT_EQ(0, server.AddMethod("block", [&release](rpc::Controller*, const IOBuf&, IOBuf* response,
+                                                    rpc::Closure done) {
     for (int i = 0; i < 20000 && !release.load(std::memory_order_acquire); ++i) {
       bthread_usleep(1000);
     }

@@ -224,8 +224,8 @@ void RunChain(BatchRun* run) {
       run->cntl.emplace();
       run->cntl->set_remote_side(run->hold->remote_side());
       run->phase.store(0, std::memory_order_relaxed);
-      run->server->ProcessCall(c.name, &*run->cntl, c.args, &run->response,
-                               run->msg->received_us(), Closure([run] { OnCallDone(run); }));
+      run->server->ProcessCall(c.name, &*run->cntl, c.args, &run->response, run->msg->received_us(),
+                               Closure([run] { OnCallDone(run); }));
       if (run->phase.exchange(1, std::memory_order_acq_rel) == 0) return;  // done goes on
       if (run->out.size() >= kMaxBatchBytes) Flush(run, false);
     }
