@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -322,11 +323,181 @@ TEST(RedisParserTest, ACommandSplitMidBulkOnAFirstMessageStaysRedis) {
   r = ParseRedis(&buf, s.get(), false, &kServerTag);
   ASSERT_TRUE(r.is_ok()) << ParseErrorToString(r.error());
   auto* m = static_cast<RedisMessage*>(r.message());
-  EXPECT_EQ("set", m->command.name);
-  EXPECT_EQ(3u, m->command.argc);
+  ASSERT_EQ(1u, m->commands.size());
+  EXPECT_EQ("set", m->commands[0].name);
+  EXPECT_EQ(3u, m->commands[0].argc);
   m->Destroy();
   s->SetFailed();
   close(b);
+}
+
+}  // namespace
+}  // namespace weft::rpc::redis
+
+namespace weft::rpc::redis {
+namespace {
+
+// A connection's socket for ParseRedis (the parser state lives in it).
+struct ParseConnection {
+  ParseConnection() {
+    EXPECT_TRUE(test::make_tcp_pair(&a, &b));
+    EXPECT_TRUE(test::adopt_fd(a, &id, &s));
+  }
+  ~ParseConnection() {
+    s->SetFailed();
+    close(b);
+  }
+  int a = -1, b = -1;
+  SocketId id;
+  SocketUniquePtr s;
+};
+
+// Every batch ParseRedis cuts from buf on c until it needs more bytes,
+// appended (command by command, name first) to *got.
+void CutBatches(ParseConnection* c, IOBuf* buf, std::vector<std::vector<std::string>>* got,
+                size_t* batches = nullptr) {
+  for (;;) {
+    ParseResult r = ParseRedis(buf, c->s.get(), false, &kServerTag);
+    if (!r.is_ok()) {
+      ASSERT_EQ(PARSE_ERROR_NOT_ENOUGH_DATA, r.error());
+      return;
+    }
+    auto* m = static_cast<RedisMessage*>(r.message());
+    EXPECT_TRUE(m->protocol_error.empty());
+    EXPECT_FALSE(m->commands.empty());
+    for (const RespCommand& cmd : m->commands) {
+      std::vector<std::string> args = Args(cmd);
+      args.insert(args.begin(), cmd.name);
+      got->push_back(std::move(args));
+    }
+    if (batches != nullptr) ++*batches;
+    m->Destroy();
+  }
+}
+
+// The redis-server model: one parse on a connection takes every complete
+// command of the read buffer as one batch (one message, one process call,
+// one write), leaving only the incomplete tail.
+TEST(RedisBatchTest, OneParseCutsEveryCompleteCommandOfTheBuffer) {
+  ParseConnection c;
+  const std::string whole = Resp({"SET", "k", "v"}) + "INCR n\r\n" + Resp({"GET", "k"}) +
+                            "PING\r\n" + Resp({"ECHO", std::string(2000, 'e')});
+  const std::string tail = "*2\r\n$3\r\nGET\r\n$1\r\n";
+  IOBuf buf;
+  buf.append(whole + tail);
+  ParseResult r = ParseRedis(&buf, c.s.get(), false, &kServerTag);
+  ASSERT_TRUE(r.is_ok());
+  // Only the partial command is left (its header lines may be consumed
+  // already, never more).
+  EXPECT_LE(buf.size(), tail.size());
+  auto* m = static_cast<RedisMessage*>(r.message());
+  ASSERT_EQ(5u, m->commands.size());
+  EXPECT_EQ("set", m->commands[0].name);
+  EXPECT_EQ("incr", m->commands[1].name);
+  EXPECT_EQ("get", m->commands[2].name);
+  EXPECT_EQ("ping", m->commands[3].name);
+  EXPECT_EQ("echo", m->commands[4].name);
+  EXPECT_EQ(2000u + 4 + 4 + 4, m->commands[4].args.size());
+  m->Destroy();
+  EXPECT_EQ(PARSE_ERROR_NOT_ENOUGH_DATA, ParseRedis(&buf, c.s.get(), false, &kServerTag).error());
+  buf.append("k\r\n");
+  std::vector<std::vector<std::string>> got;
+  CutBatches(&c, &buf, &got);
+  EXPECT_EQ((std::vector<std::vector<std::string>>{{"get", "GET", "k"}}), got);
+}
+
+// The commands of a pipeline, whatever byte the read boundary falls on,
+// come out of the batches the same and in order; each side of the
+// boundary is at most one batch.
+TEST(RedisBatchTest, APipelineSplitAtEveryByteGivesTheSameCommandsInOrder) {
+  std::vector<std::vector<std::string>> want = {
+      {"SET", "key", "value"},         {"INCR", "counter"}, {"GET", ""},
+      {"ECHO", std::string(600, 'x')},  // past the copied-bulk size: cut
+      {"MSET", "a", "1", "b", "2"},
+  };
+  std::string all;
+  for (const auto& w : want) all += Resp(w);
+  all += "ping  \t hello\r\n";
+  want.push_back({"ping", "hello"});
+  all += "\r\n";  // a blank inline line: skipped
+  all += "echo \"a b\"\r\n";
+  want.push_back({"echo", "a b"});
+  for (auto& w : want) {
+    std::string name = w[0];
+    for (char& ch : name) ch = static_cast<char>(tolower(ch));
+    w.insert(w.begin(), name);
+  }
+  for (size_t cut = 0; cut <= all.size(); ++cut) {
+    ParseConnection c;
+    IOBuf buf;
+    std::vector<std::vector<std::string>> got;
+    size_t batches = 0;
+    buf.append(all.data(), cut);
+    CutBatches(&c, &buf, &got, &batches);
+    buf.append(all.data() + cut, all.size() - cut);
+    CutBatches(&c, &buf, &got, &batches);
+    EXPECT_TRUE(buf.empty()) << cut;
+    EXPECT_EQ(want, got) << "cut at " << cut;
+    EXPECT_LE(batches, 2u) << cut;
+  }
+}
+
+// A whole small command in the buffer's first block is parsed in place (the
+// fast path); fed one byte at a time the same bytes take the general path.
+// Both must give the same commands, at the edges of the fast path's bounds
+// too.
+TEST(RedisBatchTest, InPlaceParseMatchesTheGeneralPathAtItsBounds) {
+  std::vector<std::string> args64 = {"MSET"}, args65 = {"MSET"};
+  for (int i = 1; i < 64; ++i) args64.push_back(std::to_string(i));
+  for (int i = 1; i < 65; ++i) args65.push_back(std::to_string(i));
+  const std::vector<std::string> inputs = {
+      Resp({"SET", "k", std::string(512, 'v')}),
+      Resp({"SET", "k", std::string(513, 'v')}),
+      Resp({"SET", "k", std::string(1000, 'v')}),
+      Resp({"SET", std::string(500, 'k'), std::string(500, 'v')}),
+      Resp(args64),
+      Resp(args65),
+      Resp({"GeT", ""}),
+      "*02\r\n$003\r\nGET\r\n$1\r\nk\r\n",         // leading zeros
+      "*1\r\n$4\r\nPINGxy",                        // the CRLF after a bulk is not checked
+      "*1\r\n$000000000000000000004\r\nPING\r\n",  // a long length line
+      "*1\n\n$4\r\nPING\r\n",                      // the byte after the CR is not checked
+      std::string("PING\t\v\f a\0b \r\n", 15),
+      "PING\r",
+      "  SET  'a b'  \"c\\x41\"  \r\n",
+      std::string(2000, 'a') + "\r\n",
+      "*1\r\n$3\r\nGET\r\n*0\r\n*-1\r\nPING\r\n",
+  };
+  // Every command (name first) of `in` fed in pieces of `step` bytes (0:
+  // whole), and the error that ended it.
+  auto parse = [](const std::string& in, size_t step, std::string* error) {
+    RespRequestParser p;
+    IOBuf buf;
+    std::vector<std::vector<std::string>> out;
+    size_t off = 0;
+    while (off < in.size() && error->empty()) {
+      const size_t n = step == 0 ? in.size() : std::min(step, in.size() - off);
+      buf.append(in.data() + off, n);
+      off += n;
+      for (;;) {
+        RespCommand c;
+        const auto r = p.Parse(&buf, &c);
+        if (r == RespRequestParser::kError) *error = p.error();
+        if (r != RespRequestParser::kOk) break;
+        std::vector<std::string> a = Args(c);
+        a.insert(a.begin(), c.name);
+        out.push_back(std::move(a));
+      }
+    }
+    return out;
+  };
+  for (const std::string& in : inputs) {
+    std::string error_whole, error_bytes;
+    const auto whole = parse(in, 0, &error_whole);
+    const auto bytes = parse(in, 1, &error_bytes);
+    EXPECT_EQ(bytes, whole) << in;
+    EXPECT_EQ(error_bytes, error_whole) << in;
+  }
 }
 
 }  // namespace

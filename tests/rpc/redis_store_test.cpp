@@ -13,11 +13,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <string>
 #include <vector>
 
 #include "net_test_util.h"
 #include "redis_commands.h"
+#include "weft/bthread.h"
+#include "weft/rpc/redis.h"
 #include "weft/rpc/server.h"
 
 DECLARE_int64(weft_redis_client_output_limit);
@@ -239,6 +242,156 @@ TEST_F(RedisServerTest, ClientThatNeverReadsIsClosedPastTheOutputLimit) {
   EXPECT_TRUE(closed);
   close(fd);
   __atomic_store_n(&FLAGS_weft_redis_client_output_limit, saved, __ATOMIC_RELAXED);
+}
+
+// The replies of a pipeline come back in request order whatever byte the
+// reads are split at: the two sides of the split are cut as separate
+// batches (when the pause lets the server read the first alone) or as one.
+TEST_F(RedisServerTest, RepliesOfAPipelineSplitAtEveryByteComeInOrder) {
+  test::Watchdog dog("redis split pipeline", test::kLong);
+  const std::string script =
+      "SET k 1\r\n*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+      "ECHO \"a b\"\r\n*3\r\n$6\r\nINCRBY\r\n$1\r\nk\r\n$2\r\n10\r\nNOSUCH x\r\nGET k\r\nDEL k\r\n";
+  const std::string want =
+      "+OK\r\n:2\r\n$1\r\n2\r\n$3\r\na b\r\n:12\r\n"
+      "-ERR unknown command 'NOSUCH', with args beginning with: 'x' \r\n$2\r\n12\r\n:1\r\n";
+  for (size_t cut = 0; cut <= script.size(); ++cut) {
+    const int fd = Connect();
+    Send(fd, script.substr(0, cut));
+    // Gives the server a chance to read the first part alone (not needed
+    // for correctness: either way the replies must be the same).
+    if (cut % 4 == 0) usleep(1000);
+    Send(fd, script.substr(cut));
+    EXPECT_EQ(want, test::read_until(fd, want.size(), 10000 * kTimeScale)) << "cut at " << cut;
+    close(fd);
+  }
+}
+
+// One read whose replies pass the output limit closes the connection (the
+// batch is checked as it is written), and other connections go on.
+TEST_F(RedisServerTest, ABatchWhoseRepliesPassTheOutputLimitCloses) {
+  test::Watchdog dog("redis batch output limit", test::kLong);
+  const int64_t saved = FLAGS_weft_redis_client_output_limit;
+  __atomic_store_n(&FLAGS_weft_redis_client_output_limit, int64_t{16} << 10, __ATOMIC_RELAXED);
+  ASSERT_TRUE(store_.Set("big", std::string(4096, 'v'), 0, RedisStore::SetCondition::kAlways, 0));
+  const int fd = Connect();
+  std::string burst;
+  // 100 GETs in one write (900 bytes: one read), 400 KiB of replies.
+  for (int i = 0; i < 100; ++i) burst += "GET big\r\n";
+  Send(fd, burst);
+  std::string got;
+  EXPECT_TRUE(ReadToEof(fd, &got));
+  EXPECT_LT(got.size(), size_t{100} * 4096);
+  close(fd);
+  __atomic_store_n(&FLAGS_weft_redis_client_output_limit, saved, __ATOMIC_RELAXED);
+  const int other = Connect();
+  Expect(other, "PING\r\n", "+PONG\r\n");
+  close(other);
+}
+
+// QUIT in the middle of one read's batch: the commands before it run and
+// answer, the ones after it neither run nor answer.
+TEST_F(RedisServerTest, QuitInsideABatchDropsTheRestOfIt) {
+  const int fd = Connect();
+  Send(fd, "SET before 1\r\n*1\r\n$4\r\nQUIT\r\nSET after 1\r\nPING\r\n");
+  std::string got;
+  EXPECT_TRUE(ReadToEof(fd, &got));
+  EXPECT_EQ("+OK\r\n+OK\r\n", got);
+  close(fd);
+  std::string v;
+  EXPECT_TRUE(store_.Get("before", MonotonicMs(), &v));
+  EXPECT_FALSE(store_.Get("after", MonotonicMs(), &v));
+}
+
+}  // namespace
+}  // namespace weft::redis_tool
+
+namespace weft::redis_tool {
+namespace {
+
+// A method that completes later (its done from another fiber) or suspends
+// its fiber: the batch it is in waits for it (later commands run after
+// it, replies stay in order), and other connections are served meanwhile.
+TEST(RedisBatchHandlerTest, ALaterOrBlockingHandlerHoldsUpOnlyItsConnection) {
+  test::Watchdog dog("redis later handler", test::kLong);
+  RedisStore store;
+  ServerInfo info;
+  rpc::Server server;
+  ASSERT_EQ(0, AddRedisCommands(&server, &store, &info));
+  // "later": answers from a fiber of its own after 2 ms.
+  ASSERT_EQ(0, server.AddMethod(
+                   "later", [](rpc::Controller*, const IOBuf&, IOBuf* response, rpc::Closure done) {
+                     struct Later {
+                       IOBuf* response;
+                       rpc::Closure done;
+                     };
+                     auto* l = new Later{response, std::move(done)};
+                     bthread_t t;
+                     ASSERT_EQ(0, bthread_start_background(
+                                      &t, nullptr,
+                                      [](void* arg) -> void* {
+                                        auto* later = static_cast<Later*>(arg);
+                                        bthread_usleep(2000);
+                                        rpc::redis::AppendStatus(later->response, "LATER");
+                                        later->done();
+                                        delete later;
+                                        return nullptr;
+                                      },
+                                      l));
+                   }));
+  // "block": suspends its own fiber until released.
+  std::atomic<bool> release{false};
+  ASSERT_EQ(0, server.AddMethod("block", [&release](rpc::Controller*, const IOBuf&, IOBuf* response,
+                                                    rpc::Closure done) {
+    for (int i = 0; i < 20000 && !release.load(std::memory_order_acquire); ++i) {
+      bthread_usleep(1000);
+    }
+    rpc::redis::AppendStatus(response, "UNBLOCKED");
+    done();
+  }));
+  rpc::ServerOptions opt;
+  opt.protocols = {"redis"};
+  ASSERT_EQ(0, server.Start("127.0.0.1:0", &opt));
+  auto connect_to = [&] {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const EndPoint ep = server.listen_address();
+    EXPECT_EQ(0, connect(fd, ep.addr(), ep.addr_len()));
+    return fd;
+  };
+  auto send_all = [](int fd, const std::string& s) {
+    ASSERT_EQ(static_cast<ssize_t>(s.size()), send(fd, s.data(), s.size(), MSG_NOSIGNAL));
+  };
+  {
+    const int fd = connect_to();
+    send_all(fd, "INCR n\r\nLATER\r\nINCR n\r\nLATER\r\nLATER\r\nGET n\r\n");
+    const std::string want = ":1\r\n+LATER\r\n:2\r\n+LATER\r\n+LATER\r\n$1\r\n2\r\n";
+    EXPECT_EQ(want, test::read_until(fd, want.size(), 10000 * kTimeScale));
+    close(fd);
+  }
+  {
+    const int blocked = connect_to();
+    send_all(blocked, "INCR m\r\nBLOCK\r\nINCR m\r\n");
+    // The INCR before BLOCK has run once m exists; from then on BLOCK
+    // holds its connection's fiber (the batch's replies leave together,
+    // so that connection gets nothing yet).
+    std::string v;
+    for (int i = 0; i < 10000 && !store.Get("m", MonotonicMs(), &v); ++i) usleep(1000);
+    // Another connection is served while BLOCK holds its fiber.
+    const int other = connect_to();
+    for (int i = 0; i < 20; ++i) {
+      send_all(other, "PING\r\n");
+      EXPECT_EQ("+PONG\r\n", test::read_until(other, 7, 10000 * kTimeScale));
+    }
+    EXPECT_TRUE(store.Get("m", MonotonicMs(), &v));
+    EXPECT_EQ("1", v);  // the command after BLOCK has not run
+    close(other);
+    release.store(true, std::memory_order_release);
+    const std::string want = ":1\r\n+UNBLOCKED\r\n:2\r\n";
+    EXPECT_EQ(want, test::read_until(blocked, want.size(), 10000 * kTimeScale));
+    close(blocked);
+  }
+  server.Stop();
+  server.Join();
 }
 
 }  // namespace

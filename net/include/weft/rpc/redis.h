@@ -27,18 +27,36 @@
 namespace weft::rpc::redis {
 
 // The arguments of one command, decoded from a method's request. Holds its
-// own copy of the bytes: the views stay valid as long as the RedisArgs.
+// own copy of the bytes: the views stay valid as long as the RedisArgs
+// (and it is neither copied nor moved). A command of up to kInlineBytes
+// bytes and kInlineArgs arguments (GET, SET, INCR...) is held inline, so
+// decoding it allocates nothing.
 class RedisArgs {
  public:
+  static constexpr size_t kInlineBytes = 256;
+  static constexpr size_t kInlineArgs = 8;
+
+  RedisArgs() = default;
+  RedisArgs(const RedisArgs&) = delete;
+  RedisArgs& operator=(const RedisArgs&) = delete;
+
   // Decodes `request` (the encoding the redis protocol gives methods).
   // False on anything else (then size() is 0).
   bool Parse(const IOBuf& request);
-  size_t size() const { return args_.size(); }
-  std::string_view operator[](size_t i) const { return args_[i]; }
+  size_t size() const { return count_; }
+  std::string_view operator[](size_t i) const {
+    return i < kInlineArgs ? inline_args_[i] : more_args_[i - kInlineArgs];
+  }
 
  private:
-  std::string bytes_;
-  std::vector<std::string_view> args_;
+  void Add(std::string_view arg);
+
+  // The bytes: inline_bytes_ when they fit, else heap_bytes_.
+  char inline_bytes_[kInlineBytes];
+  std::string heap_bytes_;
+  std::string_view inline_args_[kInlineArgs];
+  std::vector<std::string_view> more_args_;
+  size_t count_ = 0;
 };
 
 // Appends one argument to a method request in RedisArgs' encoding (a

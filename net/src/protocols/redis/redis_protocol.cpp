@@ -6,14 +6,16 @@
 
 #include <atomic>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <utility>
+#include <vector>
 
 #include "net_log.h"
 #include "protocols/redis/redis_client.h"
 #include "weft/rpc/errno.h"
 #include "weft/rpc/redis.h"
-#include "weft/rpc/reply_orderer.h"
 #include "weft/rpc/server.h"
 
 DEFINE_int64(weft_redis_client_output_limit, int64_t{256} * 1024 * 1024,
@@ -36,33 +38,36 @@ class RedisConnection : public SocketContext {
   // Reading fiber only: a command was cut, so the connection speaks RESP
   // (before that, bytes of another protocol are left to it).
   bool chosen = false;
-  ReplyOrderer orderer;
-  // Set once a reply closes the connection (QUIT, a protocol error): later
-  // commands are not run, as Redis stops reading such a client. Touched
-  // only by the fiber running the chain of commands; the hand-over between
-  // such fibers goes through mu_ (Done/Submit) or ServerCall::phase.
+  // Reading fiber only: an HTTP-looking command followed the commands of
+  // the batch just returned; the next parse refuses the connection.
+  bool attack_pending = false;
+  // Reading fiber only: the next batch's number.
+  uint64_t next_seq = 0;
+  // Set once a reply closes the connection (QUIT, a protocol error, the
+  // output limit, a refused write): later commands are not run, as Redis
+  // stops serving such a client. Touched only by the fiber running the
+  // chain of batches; the hand-over between such fibers goes through mu_
+  // (Submit/Done) or BatchRun::phase, which order it.
   bool closed = false;
-  // Replies of commands batch_first .. batch_first + batch_count - 1, not
-  // yet handed to the orderer (SendReply). Chain role only, as `closed`.
-  IOBuf batch;
-  uint64_t batch_first = 0;
-  uint64_t batch_count = 0;
-  // Commands cut so far (seq + 1 of the newest). Written by the reading
-  // fiber (release, after the message is made), read by the chain.
-  std::atomic<uint64_t> cut{0};
 
-  // Queues msg and returns the message the caller must run now (msg, or
-  // nullptr when a command before it is missing or one is running). Any
+  // Queues msg and returns the batch the caller must run now (msg, or
+  // nullptr when a batch before it is missing or one is running). Any
   // fiber.
   RedisMessage* Submit(RedisMessage* msg) {
     std::lock_guard<std::mutex> guard(mu_);
+    if (!running_ && msg->seq == next_to_run_) {
+      // The common case (the batch the reading fiber runs itself): no
+      // map node.
+      running_ = true;
+      return msg;
+    }
     ready_.emplace(msg->seq, msg);
     if (running_) return nullptr;
     return TakeNextLocked();
   }
-  // The running command ended: the next one to run, or nullptr (then
-  // nobody runs until Submit brings the next in order). Only the fiber that
-  // runs commands (the one Submit or Done handed a message to).
+  // The running batch ended: the next one to run, or nullptr (then nobody
+  // runs until Submit brings the next in order). Only the fiber that runs
+  // batches (the one Submit or Done handed a batch to).
   RedisMessage* Done() {
     std::lock_guard<std::mutex> guard(mu_);
     ++next_to_run_;
@@ -80,16 +85,19 @@ class RedisConnection : public SocketContext {
     return m;
   }
 
-  // Commands run one at a time in seq order: running_ says one is running,
-  // ready_ holds those parsed (their fibers started) and not yet run.
-  // Guarded by mu_ (held only to move pointers, never across a command).
+  // Batches run one at a time in seq order: running_ says one is running,
+  // ready_ holds those cut (their fibers started) and not yet run. Guarded
+  // by mu_ (held only to move pointers, never across a command). Its
+  // unlock/lock is what orders one batch's effects (conn->closed, the
+  // replies queued) before the next batch's run in another fiber.
   std::mutex mu_;
   std::map<uint64_t, RedisMessage*> ready_;
   uint64_t next_to_run_ = 0;
   bool running_ = false;
 };
 
-// A batch of replies is written at once past this size.
+// The replies of a batch are written at once past this size (so a read of
+// many large GETs does not gather them all first).
 constexpr size_t kMaxBatchBytes = 64 * 1024;
 
 struct MessageDestroyer {
@@ -97,144 +105,149 @@ struct MessageDestroyer {
 };
 using MessagePtr = std::unique_ptr<RedisMessage, MessageDestroyer>;
 
-// One command from its run to its reply.
-struct ServerCall {
+// The running batch of a connection, from its first command to its last
+// reply; reused for the batches that follow in the same chain. Touched by
+// one fiber at a time: the one running the chain, which moves from the
+// caller of ProcessCall to the handler's done when the handler completes
+// later (phase decides, see there).
+struct BatchRun {
   MessagePtr msg;
   RedisConnection* conn = nullptr;
-  // Keeps the socket, and so conn, alive until the chain of commands moves
-  // on (msg's own reference goes with msg, before Done()).
+  // Keeps the socket, and so conn, alive until the chain ends (msg's own
+  // reference goes with msg, between batches).
   SocketUniquePtr hold;
-  Controller cntl;
+  Server* server = nullptr;
+  // The next command of msg to run.
+  size_t next = 0;
+  // Replies not yet written, in request order.
+  IOBuf out;
+  // The running command's call; emplaced afresh for each command.
+  std::optional<Controller> cntl;
   IOBuf response;
-  // The handler's done and the fiber that called ProcessCall race to see
-  // who comes second: 0 -> 1 by the first; the second continues the chain.
-  // acq_rel: the second sees everything the first wrote (the reply queued,
-  // hold moved in).
+  // Per command: the handler's done and the fiber that called ProcessCall
+  // race to see who comes second: 0 -> 1 by the first; the second runs the
+  // chain on. acq_rel: the second sees everything the first wrote (the
+  // reply appended, the handler's response). Reset (relaxed) by the chain
+  // before each ProcessCall: the closure that reaches the handler's done
+  // is made after it, and the handler's hand-off of its done to another
+  // fiber orders the reset before that fiber's exchange.
   std::atomic<int> phase{0};
 };
 
-// Hands the batched replies to the orderer: the earlier ones' turns with
-// nothing to write, the last one's with all the bytes, so one Write (one
-// syscall, usually) carries a pipeline's replies. Chain role only.
-void FlushReplies(Socket* s, RedisConnection* conn, bool close_after) {
-  if (conn->batch_count == 0) return;
-  IOBuf out;
-  out.swap(conn->batch);
-  const uint64_t last = conn->batch_first + conn->batch_count - 1;
-  conn->batch_count = 0;
-  const int64_t limit = client_output_limit();
-  if (limit > 0 && s->unwritten_bytes() + static_cast<int64_t>(out.size()) > limit) {
-    WEFT_NET_WARN("close %s: redis output over --weft_redis_client_output_limit=%lld",
-                  s->description().c_str(), static_cast<long long>(limit));
-    s->SetFailed(EOVERCROWDED, "close %s: redis output over --weft_redis_client_output_limit",
-                 s->description().c_str());
-    out.clear();
+// Writes run's replies (the output limit first). close_after: then close
+// the connection gracefully (the replies are flushed first). Chain role.
+void Flush(BatchRun* run, bool close_after) {
+  RedisConnection* const conn = run->conn;
+  Socket* const s = run->hold.get();
+  if (close_after) conn->closed = true;
+  if (!run->out.empty()) {
+    const int64_t limit = client_output_limit();
+    if (limit > 0 && s->unwritten_bytes() + static_cast<int64_t>(run->out.size()) > limit) {
+      WEFT_NET_WARN("close %s: redis output over --weft_redis_client_output_limit=%lld",
+                    s->description().c_str(), static_cast<long long>(limit));
+      s->SetFailed(EOVERCROWDED, "close %s: redis output over --weft_redis_client_output_limit",
+                   s->description().c_str());
+      run->out.clear();
+      conn->closed = true;
+      return;
+    }
+    // Socket::Write keeps the order of its callers' pushes, and the chain
+    // (one fiber at a time, handed over through mu_ or phase) is the only
+    // writer of this connection's replies, so the wire order is the
+    // request order.
+    if (s->Write(&run->out) != 0) {
+      run->out.clear();
+      conn->closed = true;
+      if (errno == EOVERCROWDED) {
+        // The socket refused the replies (--weft_socket_max_unwritten_
+        // bytes): the client would read later replies as these ones'.
+        WEFT_NET_WARN("close %s: redis reply refused (output overcrowded)",
+                      s->description().c_str());
+        s->SetFailed(EOVERCROWDED, "close %s: redis reply refused (output overcrowded)",
+                     s->description().c_str());
+      }
+      return;
+    }
   }
-  // Even dropped replies go through the orderer so later ones can go.
-  for (uint64_t q = conn->batch_first; q < last; ++q) {
-    IOBuf none;
-    conn->orderer.Reply(s, q, &none, false);
-  }
-  if (conn->orderer.Reply(s, last, &out, close_after) != 0 && errno == EOVERCROWDED) {
-    // The socket refused the replies (--weft_socket_max_unwritten_bytes):
-    // the client would read later replies as these ones', so close.
-    WEFT_NET_WARN("close %s: redis reply refused (output overcrowded)", s->description().c_str());
-    s->SetFailed(EOVERCROWDED, "close %s: redis reply refused (output overcrowded)",
-                 s->description().c_str());
+  if (close_after) {
+    s->CloseGracefully(ESHUTDOWN, "%s: closed after its reply", s->description().c_str());
   }
 }
 
-// Adds call's reply to the connection's batch (flushing it unless a later
-// command is already cut) and ends its message. Chain role only.
-void SendReply(ServerCall* call, bool close_after) {
-  Socket* const s = call->msg->socket();
-  IOBuf out;
-  if (call->cntl.Failed()) {
-    if (call->cntl.ErrorCode() == ENOMETHOD) {
+// Appends the running command's reply (its response, or its error as
+// Redis words it) to the batch's replies. Chain role.
+void AppendReply(BatchRun* run) {
+  Controller& cntl = *run->cntl;
+  if (cntl.Failed()) {
+    if (cntl.ErrorCode() == ENOMETHOD) {
       RedisArgs args;
-      args.Parse(call->msg->command.args);
-      AppendError(&out, UnknownCommandError(args));
+      args.Parse(run->msg->commands[run->next - 1].args);
+      AppendError(&run->out, UnknownCommandError(args));
     } else {
-      AppendError(&out, "ERR " + call->cntl.ErrorText());
+      AppendError(&run->out, "ERR " + cntl.ErrorText());
     }
-  } else if (call->response.empty()) {
+  } else if (run->response.empty()) {
     // A method that appended nothing would shift every later reply onto
     // the wrong command: answer something.
-    AppendError(&out, "ERR the command produced no reply");
+    AppendError(&run->out, "ERR the command produced no reply");
   } else {
-    out.swap(call->response);
+    run->out.append(std::move(run->response));
+    run->response.clear();
   }
-  RedisConnection* const conn = call->conn;
-  const uint64_t seq = call->msg->seq;
-  if (conn->batch_count == 0) conn->batch_first = seq;
-  ++conn->batch_count;
-  conn->batch.append(std::move(out));
-  // Replies of a pipeline leave together: while a later command is already
-  // cut (its fiber will run the chain on), this reply waits in the batch.
-  // Acquire pairs with the release in ParseRequest: a cut count read here
-  // is a message that exists. A later message also keeps the connection's
-  // EOF pending, so destroying this one before its bytes are queued cannot
-  // let a graceful close overtake them.
-  const bool later_cut = conn->cut.load(std::memory_order_acquire) > seq + 1;
-  if (!close_after && later_cut && conn->batch.size() < kMaxBatchBytes) {
-    call->msg.reset();
-    return;
-  }
-  FlushReplies(s, conn, close_after);
-  // The message goes after its reply is queued: a postponed EOF's graceful
-  // close then flushes the reply.
-  call->msg.reset();
 }
 
-void RunChain(RedisConnection* conn, SocketUniquePtr hold, RedisMessage* first);
+void RunChain(BatchRun* run);
 
-// The handler's done: reply, then continue the chain if the starter left.
-void OnCallDone(ServerCall* call) {
-  SendReply(call, false);
-  if (call->phase.exchange(1, std::memory_order_acq_rel) == 0) return;  // the starter goes on
-  RedisConnection* const conn = call->conn;
-  SocketUniquePtr hold = std::move(call->hold);
-  delete call;
-  RedisMessage* const next = conn->Done();
-  if (next != nullptr) RunChain(conn, std::move(hold), next);
+// The handler's done: the reply, then the chain if the caller left.
+void OnCallDone(BatchRun* run) {
+  AppendReply(run);
+  if (run->phase.exchange(1, std::memory_order_acq_rel) == 0) return;  // the caller goes on
+  RunChain(run);
 }
 
-// Runs commands of conn, first and then each next one Done() hands back,
-// until one completes later (its done carries on) or none is ready.
-void RunChain(RedisConnection* conn, SocketUniquePtr hold, RedisMessage* first) {
-  RedisMessage* msg = first;
-  while (msg != nullptr) {
-    auto* call = new ServerCall;
-    call->msg.reset(msg);
-    call->conn = conn;
-    if (conn->closed) {
-      // After QUIT or a protocol error: not run; its (empty) reply only
-      // lets the orderer move on.
-      SendReply(call, false);
-      delete call;
-    } else if (!msg->protocol_error.empty() || msg->command.name == "quit") {
-      conn->closed = true;
-      // Answered by the protocol: the error (then close), or QUIT's OK
-      // (then close, dropping later commands' replies as Redis does).
-      AppendError(&call->response, msg->protocol_error);
-      if (msg->protocol_error.empty()) {
-        call->response.clear();
-        AppendStatus(&call->response, "OK");
+// Runs the rest of run's batch, then each next batch Done() hands back,
+// until a command completes later (its done carries on) or no batch is
+// ready (then run is freed).
+void RunChain(BatchRun* run) {
+  RedisConnection* const conn = run->conn;
+  for (;;) {
+    std::vector<RespCommand>& commands = run->msg->commands;
+    while (run->next < commands.size() && !conn->closed) {
+      RespCommand& c = commands[run->next++];
+      if (c.name == "quit") {
+        // Answered by the protocol: OK, then the close, dropping later
+        // commands' replies as Redis does.
+        AppendStatus(&run->out, "OK");
+        Flush(run, true);
+        break;
       }
-      SendReply(call, true);
-      delete call;
-    } else {
-      call->hold = std::move(hold);
-      Server* const server = static_cast<Server*>(const_cast<void*>(msg->arg()));
-      call->cntl.set_remote_side(msg->socket()->remote_side());
-      server->ProcessCall(msg->command.name, &call->cntl, msg->command.args, &call->response,
-                          msg->received_us(), Closure([call] { OnCallDone(call); }));
-      if (call->phase.exchange(1, std::memory_order_acq_rel) == 0) return;  // done goes on
-      hold = std::move(call->hold);
-      delete call;
+      run->cntl.emplace();
+      run->cntl->set_remote_side(run->hold->remote_side());
+      run->phase.store(0, std::memory_order_relaxed);
+      run->server->ProcessCall(c.name, &*run->cntl, c.args, &run->response, run->msg->received_us(),
+                               Closure([run] { OnCallDone(run); }));
+      if (run->phase.exchange(1, std::memory_order_acq_rel) == 0) return;  // done goes on
+      if (run->out.size() >= kMaxBatchBytes) Flush(run, false);
     }
-    msg = conn->Done();
+    if (!conn->closed) {
+      if (!run->msg->protocol_error.empty()) {
+        AppendError(&run->out, run->msg->protocol_error);
+        Flush(run, true);
+      } else {
+        Flush(run, false);
+      }
+    }
+    // Dropped replies (after a close) leave nothing behind.
+    run->out.clear();
+    // The batch goes after its replies are queued: a postponed EOF's
+    // graceful close then flushes them.
+    run->msg.reset();
+    RedisMessage* const next = conn->Done();
+    if (next == nullptr) break;
+    run->msg.reset(next);
+    run->next = 0;
   }
+  delete run;
 }
 
 // A first line "METHOD target HTTP/1.x": an HTTP request, which Redis'
@@ -314,7 +327,7 @@ ParseResult ParseRequest(IOBuf* source, Socket* socket) {
     auto* msg = new RedisMessage;
     if (r == RespRequestParser::kOk) {
       source->pop_front(source->size() - copy.size());
-      msg->command = std::move(cmd);
+      msg->commands.push_back(std::move(cmd));
     } else {
       source->clear();
       msg->protocol_error = "ERR " + parser.error();
@@ -326,39 +339,58 @@ ParseResult ParseRequest(IOBuf* source, Socket* socket) {
     source->clear();
     return ParseResult::Error(PARSE_ERROR_NOT_ENOUGH_DATA);
   }
-  // Only at a command's start: mid-command (a bulk split across reads)
-  // the bytes are a value, and the parser already consumed RESP.
-  if (!conn->chosen && conn->parser.at_command_start() && !source->empty() &&
-      source->byte_at(0) != '*') {
-    const ParseError e = ClaimInline(*source);
-    if (e != PARSE_OK) return ParseResult::Error(e);
-  }
-  RespCommand cmd;
-  const RespRequestParser::Result r = conn->parser.Parse(source, &cmd);
-  if (r == RespRequestParser::kNeedMore) return ParseResult::Error(PARSE_ERROR_NOT_ENOUGH_DATA);
-  if (r == RespRequestParser::kOk && (cmd.name == "post" || cmd.name == "host:")) {
-    // As redis-server: an HTTP request smuggled at a Redis port (cross
-    // protocol scripting) closes the connection without a reply.
-    WEFT_NET_WARN("close %s: redis: '%s' command, possibly an HTTP request",
-                  socket->description().c_str(), cmd.name.c_str());
+  if (conn->attack_pending) {
     conn->broken = true;
     return ParseResult::Error(PARSE_ERROR_ABSOLUTELY_WRONG, "redis: possible security attack");
   }
-  conn->chosen = true;
-  auto* msg = new RedisMessage;
-  msg->seq = conn->orderer.NextSequence();
-  // Release pairs with the acquire in SendReply (a later command exists).
-  conn->cut.store(msg->seq + 1, std::memory_order_release);
-  if (r == RespRequestParser::kOk) {
-    msg->command = std::move(cmd);
-  } else {
-    // Answered in its place, then the connection closes (RunChain).
+  // Every complete command of the buffer goes into one batch; the first
+  // allocation waits for the first command (a partial one costs nothing).
+  RedisMessage* msg = nullptr;
+  RespCommand cmd;
+  for (;;) {
+    // Only at a command's start: mid-command (a bulk split across reads)
+    // the bytes are a value, and the parser already consumed RESP.
+    if (!conn->chosen && conn->parser.at_command_start() && !source->empty() &&
+        source->byte_at(0) != '*') {
+      const ParseError e = ClaimInline(*source);
+      if (e != PARSE_OK) return ParseResult::Error(e);  // nothing cut yet (not chosen)
+    }
+    const RespRequestParser::Result r = conn->parser.Parse(source, &cmd);
+    if (r == RespRequestParser::kNeedMore) break;
+    if (r == RespRequestParser::kOk && (cmd.name == "post" || cmd.name == "host:")) {
+      // As redis-server: an HTTP request smuggled at a Redis port (cross
+      // protocol scripting) closes the connection without a reply. The
+      // commands before it still run, as they would have alone.
+      WEFT_NET_WARN("close %s: redis: '%s' command, possibly an HTTP request",
+                    socket->description().c_str(), cmd.name.c_str());
+      if (msg != nullptr) {
+        conn->attack_pending = true;
+        break;
+      }
+      conn->broken = true;
+      return ParseResult::Error(PARSE_ERROR_ABSOLUTELY_WRONG, "redis: possible security attack");
+    }
+    conn->chosen = true;
+    if (msg == nullptr) {
+      msg = new RedisMessage;
+      // A pipeline of 16 (redis-benchmark -P 16) fits without growing.
+      msg->commands.reserve(16);
+    }
+    if (r == RespRequestParser::kOk) {
+      msg->commands.push_back(std::move(cmd));
+      continue;
+    }
+    // Answered after the batch's commands, then the connection closes
+    // (RunChain).
     WEFT_NET_WARN("close %s: redis: %s", socket->description().c_str(),
                   conn->parser.error().c_str());
     conn->broken = true;
     source->clear();
     msg->protocol_error = "ERR " + conn->parser.error();
+    break;
   }
+  if (msg == nullptr) return ParseResult::Error(PARSE_ERROR_NOT_ENOUGH_DATA);
+  msg->seq = conn->next_seq++;
   return ParseResult::Ok(msg);
 }
 
@@ -384,7 +416,13 @@ void ProcessRedisRequest(InputMessageBase* base) {
   SocketUniquePtr hold;
   s->ReAddress(&hold);
   RedisMessage* const first = conn->Submit(msg);
-  if (first != nullptr) RunChain(conn, std::move(hold), first);
+  if (first == nullptr) return;  // the running chain will take it
+  auto* run = new BatchRun;
+  run->msg.reset(first);
+  run->conn = conn;
+  run->hold = std::move(hold);
+  run->server = static_cast<Server*>(const_cast<void*>(first->arg()));
+  RunChain(run);
 }
 
 Protocol MakeRedisProtocol() {

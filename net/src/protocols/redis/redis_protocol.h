@@ -1,16 +1,25 @@
 // redis: RESP2 as a weft::rpc::Protocol (in_order, kPooled | kShort).
 // Depends on the protocol API alone (weft/rpc/*.h).
 //
-// Server side: parse cuts commands with the connection's
-// RespRequestParser and numbers them with its ReplyOrderer; process_request
-// runs them one after another in request order (a pipelined SET then GET
-// must see the SET, so execution, not only the replies, is ordered) through
-// Server::ProcessCall under the command's lower-cased name, and replies
-// through the orderer. A protocol error is answered like any command (in
-// its place in the pipeline) and then closes the connection, as Redis does.
-// A connection whose unwritten replies pass
-// --weft_redis_client_output_limit is closed (Redis'
-// client-output-buffer-limit).
+// Server side: parse cuts every complete command of the read buffer into
+// one message (a batch), so a pipeline of N commands in one read costs one
+// message, one fiber at most and one write, as redis-server's event loop
+// handles a client's query buffer. process_request runs a connection's
+// batches one after another in cut order, and the commands of a batch in
+// request order (a pipelined SET then GET must see the SET, so execution,
+// not only the replies, is ordered), each through Server::ProcessCall
+// under the command's lower-cased name (so max_concurrency, the stop and
+// the per-method metrics see every command), appending the replies to one
+// buffer written once per batch (or every kMaxBatchBytes). A protocol
+// error is answered after the commands cut before it and then closes the
+// connection, as Redis does; so does QUIT, dropping what follows. A
+// connection whose unwritten replies pass --weft_redis_client_output_limit
+// is closed (Redis' client-output-buffer-limit).
+//
+// A handler that completes later, or suspends its fiber, holds up only its
+// own connection: the rest of the batch (and later batches) continue in
+// the fiber that runs its done, and other connections' batches run in
+// their own fibers meanwhile.
 //
 // Client side (redis_client.cpp): one call is one RedisRequest, possibly of
 // many commands; its response collects that many replies.
@@ -20,6 +29,7 @@
 #include <stdint.h>
 
 #include <string>
+#include <vector>
 
 #include "protocols/redis/resp_request_parser.h"
 #include "weft/net/input_messenger.h"
@@ -27,22 +37,25 @@
 
 namespace weft::rpc::redis {
 
-// One command cut from a server connection, or a protocol error in its
-// place (protocol_error non-empty: the reply, then the close).
+// The complete commands of one read of a server connection, in request
+// order, then perhaps a protocol error (protocol_error non-empty: its
+// reply, then the close). Never empty: it holds a command or an error.
 class RedisMessage : public InputMessageBase {
  public:
-  RespCommand command;
+  std::vector<RespCommand> commands;
   std::string protocol_error;
+  // The connection's batches are numbered in cut order (reading fiber).
   uint64_t seq = 0;
 };
 
 // Protocol::parse (server side when arg is the Server, client side when
-// nullptr). With socket == nullptr (tests) each call parses afresh and
-// consumes nothing unless a whole command (or an error) is there.
+// nullptr). With socket == nullptr (tests) each call parses afresh, cuts
+// at most one command and consumes nothing unless a whole command (or an
+// error) is there.
 ParseResult ParseRedis(IOBuf* source, Socket* socket, bool read_eof, const void* arg);
 
-// Protocol::process_request: queues the command on its connection's
-// executor (see above). Runs in a fiber.
+// Protocol::process_request: runs the batch after its connection's earlier
+// ones (see above). Runs in a fiber.
 void ProcessRedisRequest(InputMessageBase* msg);
 
 // The largest unwritten output a connection may have

@@ -120,8 +120,118 @@ std::string Lower(std::string_view s) {
 }
 
 constexpr size_t kMaxNameCopy = 1024;
+// Bulks up to this size are copied into the command; larger ones are cut
+// (the command references the read buffer's blocks).
+constexpr size_t kCopyBulkMax = 512;
+
+// The fast path's bounds: a header line (count or length) of at most
+// kFastLineMax bytes before its CR, at most kFastMaxArgs arguments, an
+// inline line of at most kFastLineBytes, and the command's encoded
+// arguments in at most kFastEncodedMax bytes. Anything else takes the
+// general path.
+constexpr size_t kFastLineMax = 24;
+constexpr int64_t kFastMaxArgs = 64;
+constexpr size_t kFastLineBytes = 1024;
+constexpr size_t kFastEncodedMax = 1024;
+
+void PutLength(char* p, size_t n) {
+  const uint32_t le = static_cast<uint32_t>(n);
+  p[0] = static_cast<char>(le & 0xff);
+  p[1] = static_cast<char>((le >> 8) & 0xff);
+  p[2] = static_cast<char>((le >> 16) & 0xff);
+  p[3] = static_cast<char>((le >> 24) & 0xff);
+}
+
+void LowerInto(std::string_view s, std::string* out) {
+  out->assign(s.data(), s.size());
+  for (char& c : *out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+}
+
+// The position of the CR ending the header line that starts at `pos`
+// (b[pos] is its type byte), when it comes within kFastLineMax bytes and
+// the byte after it is there too; npos otherwise.
+size_t FastLineEnd(std::string_view b, size_t pos) {
+  const size_t from = pos + 1;
+  if (from >= b.size()) return std::string_view::npos;
+  const size_t span = b.size() - from < kFastLineMax ? b.size() - from : kFastLineMax;
+  const void* cr = memchr(b.data() + from, '\r', span);
+  if (cr == nullptr) return std::string_view::npos;
+  const size_t at = static_cast<size_t>(static_cast<const char*>(cr) - b.data());
+  if (at + 1 >= b.size()) return std::string_view::npos;
+  return at;
+}
 
 }  // namespace
+
+size_t RespRequestParser::ParseWhole(std::string_view b, RespCommand* out) {
+  char enc[kFastEncodedMax];
+  size_t elen = 0;
+  size_t argc = 0;
+  size_t pos = 0;
+  std::string_view name;
+  if (b.empty()) return 0;
+  if (b[0] == '*') {
+    const size_t cr = FastLineEnd(b, 0);
+    int64_t count = 0;
+    if (cr == std::string_view::npos || !ParseInt64(b.data() + 1, cr - 1, &count) || count <= 0 ||
+        count > kFastMaxArgs) {
+      return 0;
+    }
+    pos = cr + 2;
+    for (int64_t k = 0; k < count; ++k) {
+      if (pos >= b.size() || b[pos] != '$') return 0;
+      const size_t lcr = FastLineEnd(b, pos);
+      int64_t len = 0;
+      if (lcr == std::string_view::npos || !ParseInt64(b.data() + pos + 1, lcr - pos - 1, &len) ||
+          len < 0 || static_cast<uint64_t>(len) > kCopyBulkMax) {
+        return 0;
+      }
+      const size_t body = lcr + 2;
+      const size_t n = static_cast<size_t>(len);
+      // The bulk and the two bytes after it (its CRLF, unchecked as in the
+      // general path).
+      if (b.size() - body < n + 2 || elen + 4 + n > sizeof(enc)) return 0;
+      PutLength(enc + elen, n);
+      memcpy(enc + elen + 4, b.data() + body, n);
+      elen += 4 + n;
+      if (k == 0) name = b.substr(body, n);
+      pos = body + n + 2;
+    }
+    argc = static_cast<size_t>(count);
+  } else {
+    const size_t span = b.size() < kFastLineBytes ? b.size() : kFastLineBytes;
+    const void* nl = memchr(b.data(), '\n', span);
+    if (nl == nullptr) return 0;
+    const size_t end = static_cast<size_t>(static_cast<const char*>(nl) - b.data());
+    const std::string_view line = b.substr(0, end);
+    // Quotes need SplitInline's unescaping: the general path.
+    if (line.find_first_of("\"'") != std::string_view::npos) return 0;
+    size_t i = 0;
+    while (i < line.size()) {
+      while (i < line.size() && IsSpace(line[i])) ++i;
+      if (i == line.size()) break;
+      const size_t start = i;
+      while (i < line.size() && !IsSpace(line[i])) ++i;
+      const size_t n = i - start;
+      if (elen + 4 + n > sizeof(enc)) return 0;
+      PutLength(enc + elen, n);
+      memcpy(enc + elen + 4, line.data() + start, n);
+      elen += 4 + n;
+      if (argc == 0) name = line.substr(start, n);
+      ++argc;
+    }
+    if (argc == 0) return 0;  // a blank line: skipped by the general path
+    pos = end + 1;
+  }
+  out->args.clear();
+  out->args.append(enc, elen);
+  out->argc = argc;
+  LowerInto(name, &out->name);
+  scanned_ = 0;
+  return pos;
+}
 
 bool ParseInt64(const char* s, size_t n, int64_t* v) {
   if (n == 0 || n > 20) return false;
@@ -204,6 +314,15 @@ RespRequestParser::Result RespRequestParser::Parse(IOBuf* source, RespCommand* o
     switch (state_) {
       case kStart: {
         if (source->empty()) return kNeedMore;
+        {
+          // A whole small command in the first block, the usual case of
+          // a pipeline: parsed in place, one copy and one pop_front.
+          const size_t used = ParseWhole(source->backing_block(0), out);
+          if (used != 0) {
+            source->pop_front(used);
+            return kOk;
+          }
+        }
         if (source->byte_at(0) != '*') {
           const size_t before = source->size();
           const Result r = ParseInline(source, &partial_);
@@ -286,8 +405,18 @@ RespRequestParser::Result RespRequestParser::Parse(IOBuf* source, RespCommand* o
             static_cast<unsigned char>(le), static_cast<unsigned char>(le >> 8),
             static_cast<unsigned char>(le >> 16), static_cast<unsigned char>(le >> 24)};
         partial_.args.append(hdr, sizeof(hdr));
-        source->cutn(&partial_.args, n);
-        source->pop_front(2);
+        if (n <= kCopyBulkMax) {
+          // Copied next to its header, so a small command's arguments are
+          // one contiguous run (one block reference, no allocation)
+          // rather than a reference per argument into the read buffer.
+          char small[kCopyBulkMax];
+          source->copy_to(small, n, 0);
+          partial_.args.append(small, n);
+          source->pop_front(n + 2);
+        } else {
+          source->cutn(&partial_.args, n);
+          source->pop_front(2);
+        }
         ++partial_.argc;
         if (static_cast<int64_t>(partial_.argc) == argc_expected_) {
           *out = std::move(partial_);

@@ -14,7 +14,9 @@
 //   array) is "Protocol error: expected '$', got '*'".
 // The parser consumes whole lines and whole bulks as they arrive and keeps
 // where it is between calls, so a command trickled one byte at a time is
-// scanned once, not once per read.
+// scanned once, not once per read. A small command that lies whole in the
+// buffer's first block (the usual case of a pipeline) is parsed in place
+// instead, with the same result.
 //
 // One parser per connection, used by its reading fiber only (no locking).
 #ifndef WEFT_NET_SRC_PROTOCOLS_REDIS_RESP_REQUEST_PARSER_H_
@@ -24,6 +26,7 @@
 #include <stdint.h>
 
 #include <string>
+#include <string_view>
 
 #include "weft/net/iobuf.h"
 
@@ -67,6 +70,12 @@ class RespRequestParser {
   // scanned_ past the bytes looked at), or npos.
   size_t Find(const IOBuf& source, char c);
   Result ParseInline(IOBuf* source, RespCommand* out);
+  // At a command's start: when `block` (the first block of the buffer)
+  // begins with a whole command within the fast path's bounds (small
+  // bulks, short lines, no quotes), fills *out as the general path would
+  // and returns the bytes it took; else 0 (the general path decides,
+  // errors included). Parses in place: the arguments are copied once.
+  size_t ParseWhole(std::string_view block, RespCommand* out);
   void Reset();
 
   State state_ = kStart;

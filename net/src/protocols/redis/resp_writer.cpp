@@ -1,5 +1,5 @@
 // RESP2 writers and the method-request encoding of weft/rpc/redis.h.
-#include <stdio.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "weft/rpc/redis.h"
@@ -8,32 +8,64 @@ namespace weft::rpc::redis {
 
 namespace {
 
+// "<type><n>\r\n" without snprintf (a reply header per command).
 void AppendPrefixed(IOBuf* out, char type, int64_t n) {
   char buf[32];
-  const int len = snprintf(buf, sizeof(buf), "%c%lld\r\n", type, static_cast<long long>(n));
-  out->append(buf, static_cast<size_t>(len));
+  char* end = buf + sizeof(buf);
+  char* p = end;
+  *--p = '\n';
+  *--p = '\r';
+  // Through the unsigned magnitude, so INT64_MIN formats too.
+  uint64_t u = n < 0 ? 0 - static_cast<uint64_t>(n) : static_cast<uint64_t>(n);
+  do {
+    *--p = static_cast<char>('0' + u % 10);
+    u /= 10;
+  } while (u != 0);
+  if (n < 0) *--p = '-';
+  *--p = type;
+  out->append(p, static_cast<size_t>(end - p));
 }
 
 }  // namespace
 
+void RedisArgs::Add(std::string_view arg) {
+  if (count_ < kInlineArgs) {
+    inline_args_[count_] = arg;
+  } else {
+    more_args_.push_back(arg);
+  }
+  ++count_;
+}
+
 bool RedisArgs::Parse(const IOBuf& request) {
-  bytes_ = request.to_string();
-  args_.clear();
+  count_ = 0;
+  more_args_.clear();
+  const size_t total = request.size();
+  const char* bytes;
+  if (total <= kInlineBytes) {
+    request.copy_to(inline_bytes_, total, 0);
+    bytes = inline_bytes_;
+  } else {
+    heap_bytes_ = request.to_string();
+    bytes = heap_bytes_.data();
+  }
   size_t pos = 0;
-  while (pos < bytes_.size()) {
-    if (bytes_.size() - pos < 4) {
-      args_.clear();
+  while (pos < total) {
+    if (total - pos < 4) {
+      count_ = 0;
+      more_args_.clear();
       return false;
     }
-    const unsigned char* p = reinterpret_cast<const unsigned char*>(bytes_.data() + pos);
+    const unsigned char* p = reinterpret_cast<const unsigned char*>(bytes + pos);
     const size_t len = static_cast<size_t>(p[0]) | static_cast<size_t>(p[1]) << 8 |
                        static_cast<size_t>(p[2]) << 16 | static_cast<size_t>(p[3]) << 24;
     pos += 4;
-    if (bytes_.size() - pos < len) {
-      args_.clear();
+    if (total - pos < len) {
+      count_ = 0;
+      more_args_.clear();
       return false;
     }
-    args_.emplace_back(bytes_.data() + pos, len);
+    Add(std::string_view(bytes + pos, len));
     pos += len;
   }
   return true;
