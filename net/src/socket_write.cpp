@@ -48,8 +48,8 @@ Socket::WriteRequest* const Socket::WriteRequest::UNCONNECTED =
 namespace {
 
 using WriteRequest = Socket::WriteRequest;
-constexpr size_t kLocalMax = 256;
-constexpr size_t kMaxGlobalBatches = 64;
+[[maybe_unused]] constexpr size_t kLocalMax = 256;
+[[maybe_unused]] constexpr size_t kMaxGlobalBatches = 64;
 
 struct Batch {
   WriteRequest* head;
