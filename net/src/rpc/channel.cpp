@@ -51,7 +51,28 @@ namespace weft::rpc {
 
 namespace {
 
-std::atomic<int64_t> g_pending_calls{0};
+// Calls started and not yet ended, in shards: every call adds on its
+// caller's thread and subtracts on its ender's, and one shared word would
+// bounce between the workers twice per call. A thread keeps to one shard;
+// a shard may go negative (ended on another thread than started), only the
+// sum means anything. Relaxed: a count, read by PendingCallCount alone.
+constexpr int kPendingShards = 16;
+struct alignas(64) PendingShard {
+  std::atomic<int64_t> n{0};
+};
+PendingShard g_pending_calls[kPendingShards];
+std::atomic<int> g_next_pending_shard{0};
+
+// Not inlined, so the TLS address is computed afresh at every call and
+// never cached across a suspension (fibers migrate); any shard would still
+// count right, this keeps a thread on its own.
+__attribute__((noinline)) std::atomic<int64_t>& pending_shard() {
+  // A trivial thread_local: one TLS load after the first call.
+  thread_local int shard = -1;
+  if (shard < 0)
+    shard = g_next_pending_shard.fetch_add(1, std::memory_order_relaxed) % kPendingShards;
+  return g_pending_calls[shard].n;
+}
 
 Counter& late_replies() {
   static Counter* const c = new Counter("weft_rpc_late_replies");  // leaked: bumped during exit
@@ -92,7 +113,15 @@ struct Call {
   // the connection (see on_attempt_written). The last release frees it
   // (acq_rel: whoever frees sees the other owner's accesses).
   std::atomic<int> refs{1};
-  std::shared_ptr<Channel::State> channel;
+  // The channel's state, for every attempt and the end. A synchronous
+  // caller is inside CallMethod until the call ends, so its Channel (which
+  // owns the state) cannot go first; an asynchronous call's Channel may be
+  // destroyed before the call ends, so the call shares the state's
+  // ownership (keep_alive). Sync calls skip that: a shared_ptr copy is two
+  // atomic read-modify-writes on one word every call of the process
+  // touches, from different workers.
+  Channel::State* channel = nullptr;
+  std::shared_ptr<Channel::State> keep_alive;
   Controller* cntl = nullptr;
   IOBuf* response = nullptr;
   Closure done;
@@ -234,11 +263,12 @@ void end_call(Call* c, int error_code, const char* error_text) {
   cntl->set_retried_count(c->attempts > 0 ? c->attempts - 1 : 0);
   cntl->set_remote_side(c->channel->server);
   // The channel may go with its last call: not later, from a writer.
-  c->channel.reset();
+  c->channel = nullptr;
+  c->keep_alive.reset();
   c->frame.clear();
   const bthread_id_t cid = c->cid;
   const bool async = static_cast<bool>(c->done);
-  g_pending_calls.fetch_sub(1, std::memory_order_relaxed);
+  pending_shard().fetch_sub(1, std::memory_order_relaxed);
   if (!async) {
     release_call(c);
     // Wakes the synchronous caller (bthread_id_join), who may then destroy
@@ -287,7 +317,7 @@ void start_attempt(Call* c) {
     bthread_id_error(c->cid, EREQUEST);
     return;
   }
-  Channel::State* const ch = c->channel.get();
+  Channel::State* const ch = c->channel;
   SocketUniquePtr s;
   if (attempt_socket(ch, &s) != 0) {
     bthread_id_error(c->cid, errno != 0 ? errno : EFAILEDSOCKET);
@@ -440,7 +470,8 @@ void Channel::CallMethod(const char* method, Controller* cntl, const IOBuf& requ
     return;
   }
   auto* c = new Call;
-  c->channel = state_;
+  c->channel = state_.get();
+  if (done) c->keep_alive = state_;
   c->cntl = cntl;
   c->response = response;
   c->done = std::move(done);
@@ -473,7 +504,7 @@ void Channel::CallMethod(const char* method, Controller* cntl, const IOBuf& requ
                            protocol->serialize_request != nullptr ? body : request);
   }
   const bool sync = !c->done;
-  g_pending_calls.fetch_add(1, std::memory_order_relaxed);
+  pending_shard().fetch_add(1, std::memory_order_relaxed);
   // Locked while the first attempt starts: a reply or error racing it waits
   // (a reply) or is queued (an error) until the unlock below.
   bthread_id_lock(cid, nullptr);
@@ -503,7 +534,11 @@ int Join(bthread_id_t call_id) { return bthread_id_join(call_id); }
 
 void StartCancel(bthread_id_t call_id) { bthread_id_error(call_id, ECANCELED); }
 
-int64_t PendingCallCount() { return g_pending_calls.load(std::memory_order_relaxed); }
+int64_t PendingCallCount() {
+  int64_t n = 0;
+  for (const PendingShard& shard : g_pending_calls) n += shard.n.load(std::memory_order_relaxed);
+  return n;
+}
 
 int CompleteCall(uint64_t correlation_id, Socket* from, int error_code, std::string_view error_text,
                  IOBuf* payload) {
