@@ -11,6 +11,7 @@
 #include "base/time_util.h"
 #include "messenger_connection.h"
 #include "net_log.h"
+#include "sched/worker_hint.h"
 #include "serving_connection.h"
 #include "weft/bthread.h"
 #include "weft/butex.h"
@@ -22,6 +23,8 @@ DEFINE_int64(weft_max_read_buffer_bytes, int64_t{1} << 30,
              "Process-wide cap on bytes held in connections' read buffers");
 DEFINE_int32(weft_read_timeout_ms, 30000,
              "A connection whose partial message has not completed in this long closes");
+DEFINE_bool(weft_batch_replies, true,
+            "Replies written while the messages of one read run leave in one writev");
 DEFINE_int32(weft_max_messages_in_flight_per_connection, 1024,
              "Messages of one connection run at once; past it the connection is not read");
 
@@ -383,9 +386,47 @@ void InputMessenger::OnNewMessages(Socket* m) {
   // The last read took the process read-buffer total over the cap and this
   // connection was not the one to close: read again once it is under.
   bool over_budget = false;
+  // A read that cut two or more messages holds the connection's right to
+  // write (Socket::BeginWriteBatch) while they run: the replies they write
+  // meanwhile leave in one writev instead of a sendmsg each. Opened when a
+  // second message is cut, ended by end_batch at the end of the read, and
+  // before any pause (a pause may wait for output to drain, which the
+  // batch holds back).
+  Socket::WriteRequest* batch = nullptr;
+  bool batch_tried = false;
+  // Every message of the batch runs in a fiber; this one lets those on its
+  // worker run first (they answer, or block and come back later), then
+  // sends what they wrote. The wait is bounded by those fibers' run to
+  // their first block: a handler that waits for something does not hold
+  // the batch, and fibers other workers steal answer on their own if they
+  // finish after it.
+  auto end_batch = [&] {
+    if (batch_tried && last_msg != nullptr) {
+      QueueMessage(last_msg, &num_fibers);
+      last_msg = nullptr;
+    }
+    if (batch != nullptr) {
+      // The fibers run here first, with no wake-up: for short handlers
+      // (the common case) waking another worker costs more than it saves,
+      // and takes a CPU the peer may need. Those still queued afterwards
+      // (this fiber was stolen, or ran behind others) get their wake-up
+      // now; a backlog that outlasts that is the worker monitor's (it wakes
+      // a parked worker for a queue that stays crowded between two ticks).
+      sched::yield_quietly();
+      if (num_fibers > 0) sched::flush_nosignal_if_queued();
+      num_fibers = 0;
+      m->EndWriteBatch(batch);
+      batch = nullptr;
+    } else {
+      if (num_fibers > 0) bthread_flush();
+      num_fibers = 0;
+    }
+    batch_tried = false;
+  };
   // Before pausing, nothing of this connection may wait on the pause: the
   // kept message goes to a fiber and the read's fibers are woken.
   auto release_pending = [&] {
+    end_batch();
     if (last_msg != nullptr) QueueMessage(last_msg, &num_fibers);
     last_msg = nullptr;
     if (num_fibers > 0) bthread_flush();
@@ -508,7 +549,14 @@ void InputMessenger::OnNewMessages(Socket* m) {
       messenger->inflight_butex_->fetch_add(1, std::memory_order_relaxed);
       msg->holds_eof_ = true;
       msg->messenger_ = messenger;
-      if (last_msg != nullptr) QueueMessage(last_msg, &num_fibers);
+      if (last_msg != nullptr) {
+        // A second message: open the batch before the first one can run.
+        if (!batch_tried) {
+          batch_tried = true;
+          if (load_flag(FLAGS_weft_batch_replies)) batch = m->BeginWriteBatch();
+        }
+        QueueMessage(last_msg, &num_fibers);
+      }
       last_msg = msg;
     }
     // The idle timer moves on complete messages only.
@@ -516,12 +564,12 @@ void InputMessenger::OnNewMessages(Socket* m) {
     if (!failed && !read_eof && !CheckReadBounds(m, c, completed, coarse_now_us, &over_budget)) {
       failed = true;
     }
-    // One wake-up for all the fibers this read created. last_msg is run
-    // after the loop: the next read's EAGAIN goes through MoreReadEvents
-    // first, so an event arriving meanwhile starts another reading fiber
-    // while this one processes.
-    if (num_fibers > 0) bthread_flush();
-    num_fibers = 0;
+    // One wake-up for all the fibers this read created. Unless the read
+    // made a batch (then end_batch runs its last message in a fiber too),
+    // last_msg is run after the loop: the next read's EAGAIN goes through
+    // MoreReadEvents first, so an event arriving meanwhile starts another
+    // reading fiber while this one processes.
+    end_batch();
   }
   if (read_eof) {
     // Closed once the messages in flight have run (their replies can still

@@ -279,7 +279,13 @@ int Socket::StartWrite(WriteRequest* req, const WriteOptions& opt) {
     return 0;
   }
 
-  // Not finished: continue in a fiber that holds its own reference.
+  // Not finished: continue in a fiber.
+  StartKeepWrite(req);
+  return 0;
+}
+
+void Socket::StartKeepWrite(WriteRequest* req) {
+  // The fiber holds its own reference.
   SocketUniquePtr ptr_for_keep_write;
   ReAddress(&ptr_for_keep_write);
   req->socket = ptr_for_keep_write.release();
@@ -288,7 +294,82 @@ int Socket::StartWrite(WriteRequest* req, const WriteOptions& opt) {
     WEFT_NET_WARN("fail to start KeepWrite; writing in the caller");
     KeepWrite(req);
   }
-  return 0;
+}
+
+Socket::WriteRequest* Socket::BeginWriteBatch() {
+  // Cheap refusals first: a batch is an optimisation, never needed.
+  if (Failed() || fd() < 0 || app_connect_ ||
+      write_head_.load(std::memory_order_relaxed) != nullptr) {
+    return nullptr;
+  }
+  WriteRequest* const req = WriteRequest::New();
+  if (req == nullptr) return nullptr;
+  // An empty request, accounted 0 bytes, no id, no callback: the writer
+  // that holds it writes nothing for it.
+  req->next.store(WriteRequest::UNCONNECTED, std::memory_order_relaxed);
+  // Same publication as StartWrite's exchange (see there).
+  WriteRequest* const prev_head = write_head_.exchange(req, std::memory_order_acq_rel);
+  if (prev_head != nullptr) {
+    // A writer came in between: the empty request rides behind its data
+    // like EnsureConnected's probe, and is returned with it.
+    req->next.store(prev_head, std::memory_order_release);
+    return nullptr;
+  }
+  req->next.store(nullptr, std::memory_order_relaxed);
+  return req;
+}
+
+void Socket::EndWriteBatch(WriteRequest* req) {
+  if (req == nullptr) return;
+  WriteRequest* tail = nullptr;
+  // Nothing was queued: give the right to write back (write_head_ to
+  // nullptr) and we are done.
+  if (IsWriteComplete(req, true, &tail)) {
+    ReturnSuccessfulWriteRequest(req);
+    return;
+  }
+  if (Failed()) {
+    ReleaseAllFailedWriteRequests(req);
+    return;
+  }
+  // req (empty) -> ... -> tail, oldest first: everything queued during the
+  // batch, in one writev (DoWrite stops at a close request).
+  ssize_t nw;
+  do {
+    nw = DoWrite(req);
+  } while (nw < 0 && errno == EINTR);
+  if (nw < 0) {
+    if (errno != EAGAIN) {
+      FailWriterAndReleaseAll(req, errno, "write into");
+      return;
+    }
+  } else {
+    AddOutputBytes(nw);
+  }
+  req = ReturnWrittenExceptLast(req);
+  if (req->is_close) {
+    FinishGracefulClose(req);
+    return;
+  }
+  // All written and nothing newer: done, as StartWrite's single write.
+  if (req->data.empty() && req->next.load(std::memory_order_relaxed) == nullptr &&
+      IsWriteComplete(req, true, nullptr)) {
+    ReturnSuccessfulWriteRequest(req);
+    return;
+  }
+  // Data left (the fd is full) or newer requests: KeepWrite goes on.
+  StartKeepWrite(req);
+}
+
+Socket::WriteRequest* Socket::ReturnWrittenExceptLast(WriteRequest* r) {
+  WriteRequest* next;
+  while (!r->is_close && r->data.empty() &&
+         (next = r->next.load(std::memory_order_relaxed)) != nullptr) {
+    WriteRequest* const done = r;
+    r = next;
+    ReturnSuccessfulWriteRequest(done);
+  }
+  return r;
 }
 
 void* Socket::KeepWrite(void* arg) {
@@ -298,18 +379,7 @@ void* Socket::KeepWrite(void* arg) {
   req->socket = nullptr;
   // The last request of the private list, once known.
   WriteRequest* cur_tail = nullptr;
-  // Returns the requests that are fully written, keeping the last one (it
-  // anchors the list for IsWriteComplete) and stopping at a close request.
-  const auto return_written = [&s](WriteRequest* r) {
-    WriteRequest* next;
-    while (!r->is_close && r->data.empty() &&
-           (next = r->next.load(std::memory_order_relaxed)) != nullptr) {
-      WriteRequest* const done = r;
-      r = next;
-      s->ReturnSuccessfulWriteRequest(done);
-    }
-    return r;
-  };
+  const auto return_written = [&s](WriteRequest* r) { return s->ReturnWrittenExceptLast(r); };
   for (;;) {
     // The head may have been written completely by the caller.
     req = return_written(req);

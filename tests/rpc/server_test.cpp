@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "net_test_util.h"
+#include "weft_std_raw_client.h"
 #include "protocols/weft_std/weft_std_format.h"
 #include "weft/bthread.h"
 #include "weft/countdown_event.h"
@@ -35,132 +36,11 @@ using test::now_ms;
 using test::Watchdog;
 namespace ws = weft_std;
 
-struct Frame {
-  ws::FrameHeader header;
-  std::string meta;
-  std::string payload;
-};
-
-std::string RequestBytes(uint64_t cid, const std::string& method, const std::string& payload) {
-  ws::FrameHeader h;
-  h.body_size = static_cast<uint32_t>(method.size() + payload.size());
-  h.correlation_id = cid;
-  h.meta_size = static_cast<uint16_t>(method.size());
-  char buf[ws::kHeaderSize];
-  ws::EncodeHeader(h, buf);
-  return std::string(buf, sizeof(buf)) + method + payload;
-}
-
-std::string HeaderBytes(uint32_t body_size, uint64_t cid, uint16_t flags, uint16_t meta_size) {
-  ws::FrameHeader h;
-  h.body_size = body_size;
-  h.correlation_id = cid;
-  h.flags = flags;
-  h.meta_size = meta_size;
-  char buf[ws::kHeaderSize];
-  ws::EncodeHeader(h, buf);
-  return std::string(buf, sizeof(buf));
-}
-
-// A blocking TCP client speaking weft_std by hand.
-class RawClient {
- public:
-  explicit RawClient(const EndPoint& server) {
-    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd_ >= 0 && connect(fd_, server.addr(), server.addr_len()) != 0) {
-      close(fd_);
-      fd_ = -1;
-    }
-  }
-  ~RawClient() {
-    if (fd_ >= 0) close(fd_);
-  }
-  bool ok() const { return fd_ >= 0; }
-  int fd() const { return fd_; }
-
-  bool Send(const std::string& bytes) {
-    size_t off = 0;
-    while (off < bytes.size()) {
-      const ssize_t n = send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return false;
-      }
-      off += static_cast<size_t>(n);
-    }
-    return true;
-  }
-  bool Call(uint64_t cid, const std::string& method, const std::string& payload) {
-    return Send(RequestBytes(cid, method, payload));
-  }
-
-  // One response frame; false on EOF, error or timeout.
-  bool Read(Frame* f, int64_t timeout_ms = kLong.count()) {
-    std::string h;
-    if (!ReadN(ws::kHeaderSize, &h, timeout_ms)) return false;
-    if (memcmp(h.data(), ws::kMagic, 4) != 0) return false;
-    f->header = ws::DecodeHeader(h.data());
-    std::string body;
-    if (!ReadN(f->header.body_size, &body, timeout_ms)) return false;
-    f->meta = body.substr(0, f->header.meta_size);
-    f->payload = body.substr(f->header.meta_size);
-    return true;
-  }
-
-  // True when the server closed the connection (EOF or reset) within
-  // timeout_ms, with nothing (more) to read.
-  bool ClosedByPeer(int64_t timeout_ms = 5000 * test::kTimeScale) {
-    const int64_t deadline = now_ms() + timeout_ms;
-    for (;;) {
-      const int64_t left = deadline - now_ms();
-      if (left <= 0) return false;
-      pollfd p{fd_, POLLIN, 0};
-      if (poll(&p, 1, static_cast<int>(left)) <= 0) continue;
-      char c[4096];
-      const ssize_t n = recv(fd_, c, sizeof(c), 0);
-      if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
-      if (n < 0 && errno != EINTR && errno != EAGAIN) return true;
-    }
-  }
-
- private:
-  bool ReadN(size_t want, std::string* out, int64_t timeout_ms) {
-    const int64_t deadline = now_ms() + timeout_ms;
-    while (buf_.size() < want) {
-      const int64_t left = deadline - now_ms();
-      if (left <= 0) return false;
-      pollfd p{fd_, POLLIN, 0};
-      const int rc = poll(&p, 1, static_cast<int>(left));
-      if (rc < 0 && errno != EINTR) return false;
-      if (rc <= 0) continue;
-      char c[65536];
-      const ssize_t n = recv(fd_, c, sizeof(c), 0);
-      if (n == 0) return false;
-      if (n < 0) {
-        if (errno == EINTR || errno == EAGAIN) continue;
-        return false;
-      }
-      buf_.append(c, static_cast<size_t>(n));
-    }
-    *out = buf_.substr(0, want);
-    buf_.erase(0, want);
-    return true;
-  }
-
-  int fd_ = -1;
-  std::string buf_;
-};
-
-// Waits (bounded) until pred() holds.
-template <typename Pred>
-bool WaitFor(Pred pred, int64_t timeout_ms = kLong.count()) {
-  const int64_t deadline = now_ms() + timeout_ms;
-  while (!pred()) {
-    if (now_ms() > deadline) return false;
-    usleep(1000);
-  }
-  return true;
-}
+using test_raw::Frame;
+using test_raw::HeaderBytes;
+using test_raw::RawClient;
+using test_raw::RequestBytes;
+using test_raw::WaitFor;
 
 struct JoinOnExit {
   explicit JoinOnExit(std::thread* t) : t_(t) {}

@@ -65,6 +65,7 @@ int bthread_yield(void) {
   return 0;
 }
 
+
 // Sleeps shorter than the kernel's timer latency on these VMs (~15 us for a
 // futex timeout) cannot be served by the timer thread in time. For those a
 // fiber on a worker yields to any ready fiber and otherwise polls the clock:

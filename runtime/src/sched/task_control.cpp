@@ -1,4 +1,5 @@
 #include "sched/task_control.h"
+#include "sched/worker_hint.h"
 
 #include <errno.h>
 #include <gflags/gflags.h>
@@ -375,6 +376,25 @@ void requeue_local(TaskMeta* m) {
   if (g->push_local(m) != 1) g->control()->signal_task(1);
 }
 
+void requeue_local_quietly(TaskMeta* m) {
+  TaskGroup* g = TaskGroup::current();
+  m->state.store(TaskMeta::kReady, std::memory_order_relaxed);
+  // No signal_task: the fibers ahead of it were queued by whoever made them
+  // ready, with whatever wake-up that called for; this fiber adds no work.
+  g->push_local(m);
+}
+
+namespace {
+void requeue_quietly(void* meta) { requeue_local_quietly(static_cast<TaskMeta*>(meta)); }
+}  // namespace
+
+void yield_quietly() {
+  TaskGroup* g = TaskGroup::current();
+  if (g == nullptr || !g->running_fiber() || !g->has_ready()) return;
+  g->set_remained(requeue_quietly, g->current_task());
+  g->sched();
+}
+
 void requeue_local_next(TaskMeta* m) {
   TaskGroup* g = TaskGroup::current();
   m->state.store(TaskMeta::kReady, std::memory_order_relaxed);
@@ -415,6 +435,19 @@ void make_ready(TaskMeta* m, ReadyKind kind) {
 }  // namespace weft::sched
 
 namespace weft::sched {
+
+void flush_nosignal_if_queued() {
+  TaskGroup* g = TaskGroup::current();
+  if (g == nullptr) {
+    flush_nosignal();
+    return;
+  }
+  if (g->nosignal_pending == 0) return;
+  const size_t queued = g->queue_size_hint();
+  const int n = static_cast<int>(queued < g->nosignal_pending ? queued : g->nosignal_pending);
+  g->nosignal_pending = 0;
+  if (n > 0) g->control()->signal_task(n);
+}
 
 void flush_nosignal() {
   TaskGroup* g = TaskGroup::current();

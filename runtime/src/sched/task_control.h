@@ -43,6 +43,10 @@ void make_ready(TaskMeta* m, ReadyKind kind);
 void requeue_local(TaskMeta* m);
 // The same into the run-next slot (start_urgent's caller).
 void requeue_local_next(TaskMeta* m);
+// The queue's tail like requeue_local, but wakes nobody: for a fiber that
+// yields only to let this worker's own ready fibers run first (net's
+// polling dispatcher).
+void requeue_local_quietly(TaskMeta* m);
 
 // Wakes workers for the fibers this thread queued with kNoSignal.
 void flush_nosignal();
@@ -64,6 +68,8 @@ class TaskControl {
   // runtime starts. Never starts it.
   static int concurrency_or_planned();
 
+  // Fewer CPUs in the affinity mask than workers (see cpus_scarce_).
+  bool cpus_scarce() const { return cpus_scarce_.load(std::memory_order_relaxed); }
   int concurrency() const { return ngroups_.load(std::memory_order_acquire); }
   // Raises the worker count to `target`. Returns 0 or EAGAIN (no pthread).
   int add_workers(int target);

@@ -26,6 +26,33 @@ inline bool worker_may_block() {
   return c->nidle() > 0 || c->nsearching() > 0;
 }
 
+// True when the calling fiber runs on a worker where another fiber is ready
+// (its queue, its run-next slot, or the remote queue). False off a worker.
+inline bool worker_has_other_ready() {
+  TaskGroup* g = TaskGroup::current();
+  return g != nullptr && g->running_fiber() && g->has_ready();
+}
+
+// True when the process may use fewer CPUs than it has workers: a polling
+// loop should then give its CPU away (sched_yield) between polls instead of
+// spinning, since the thread it waits for may need this very CPU.
+inline bool cpus_scarce() {
+  TaskGroup* g = TaskGroup::current();
+  return g != nullptr && g->control()->cpus_scarce();
+}
+
+// Lets the other fibers ready on this worker run, then resumes the caller:
+// like bthread_yield, but the caller goes to the tail of this worker's
+// queue without waking an idle worker (the caller brings no new work, so a
+// cross-CPU wake-up for it would be pure cost). A thief that is searching
+// anyway may still take it. Returns at once when nothing else is ready.
+void yield_quietly();
+
+// bthread_flush for fibers started with BTHREAD_NOSIGNAL, but waking only
+// for those still queued on this worker: after a yield_quietly ran them,
+// a wake-up would bring another worker to an empty queue.
+void flush_nosignal_if_queued();
+
 }  // namespace weft::sched
 
 #endif  // WEFT_SCHED_WORKER_HINT_H_

@@ -35,6 +35,7 @@ std::atomic<uint64_t> g_stalls{0};
 struct WorkerSample {
   uint64_t nswitch = ~uint64_t{0};
   int64_t since_ns = 0;  // when nswitch last moved
+  bool crowded = false;  // two or more fibers queued at the last tick
 };
 
 bool everyone_parked(TaskControl* c) { return c->nidle() == c->concurrency() && !c->has_remote(); }
@@ -115,9 +116,17 @@ void monitor_main(TaskControl* c) {
         continue;
       }
       const uint64_t switches = g->nswitch.load(std::memory_order_relaxed);
-      const bool queued = g->queue_size_hint() != 0 || g->has_runnext();
+      const size_t nqueued = g->queue_size_hint();
+      const bool queued = nqueued != 0 || g->has_runnext();
       work_queued = work_queued || queued;
       WorkerSample& s = samples[static_cast<size_t>(i)];
+      // A backlog: fibers queued at two ticks in a row on a worker that
+      // runs (its fibers start others without waking anyone, as the
+      // messenger's batches do). Two or more, so a lone fiber that keeps
+      // yielding to its worker's work (a polling dispatcher) is not one.
+      const bool crowded = nqueued >= 2;
+      if (crowded && s.crowded) stranded = true;
+      s.crowded = crowded;
       if (switches != s.nswitch) {
         s.nswitch = switches;
         s.since_ns = now;

@@ -76,6 +76,9 @@ class EventDispatcher {
   void Run();           // kFiber, kWorker: the dispatching fiber
   void RunInPthread();  // kPthread
   void ParkOnEpollFd();
+  // kFiber: one round of polling instead of parking, while the last event
+  // is under spin_ns old. False: park.
+  static bool Spin(int64_t spin_ns, int64_t last_event_ns);
   void Dispatch(const epoll_event* events, int n);
 
   int epfd_ = -1;

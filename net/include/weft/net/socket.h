@@ -220,6 +220,18 @@ class Socket {
   // (if any) hears the error.
   int Write(IOBuf* data, const WriteOptions* options = nullptr);
 
+  // Write batching. Between BeginWriteBatch and EndWriteBatch the caller
+  // holds the right to write: Writes from any fiber or thread are queued
+  // behind it without a system call, and EndWriteBatch sends them together
+  // (one writev, the rest by KeepWrite). Returns nullptr, with nothing to
+  // end, when the socket is failed, not connected, or already has a writer
+  // (whose KeepWrite batches what queues behind it anyway). While holding a
+  // batch never wait for a write of this socket to complete, or pause on
+  // its output draining: those wait for EndWriteBatch. InputMessenger
+  // batches the replies of the messages cut from one read this way.
+  WriteRequest* BeginWriteBatch();
+  void EndWriteBatch(WriteRequest* batch);
+
   // Connects now (for pools that hand out ready connections): for a client
   // socket that has not connected yet, starts the connect (and AppConnect)
   // as a first Write would and blocks the calling fiber (or pthread) until
@@ -331,6 +343,12 @@ class Socket {
   int RefuseWrite(const WriteOptions& opt, int error_code);
   int StartWrite(WriteRequest* req, const WriteOptions& opt);
   static void* KeepWrite(void* arg);
+  // Hands the writer's list from req on to a new KeepWrite fiber.
+  void StartKeepWrite(WriteRequest* req);
+  // Returns the fully written requests from req on, keeping the last one
+  // (it anchors the list for IsWriteComplete) and stopping at a close
+  // request or one with data left; returns that one.
+  WriteRequest* ReturnWrittenExceptLast(WriteRequest* req);
   ssize_t DoWrite(WriteRequest* req);
   bool IsWriteComplete(WriteRequest* old_head, bool singular_node, WriteRequest** new_tail);
   void ReturnSuccessfulWriteRequest(WriteRequest* req);
