@@ -22,6 +22,7 @@
 #include "weft/butex.h"
 #include "weft/errno.h"
 #include "weft/net/event_dispatcher.h"
+#include "written_id_set.h"
 
 DEFINE_int32(weft_socket_send_buffer_size, 0,
              "SO_SNDBUF of every socket weft sets up; <= 0 keeps the system's");
@@ -49,7 +50,8 @@ std::atomic<int64_t> g_live_sockets{0};
 void SocketDeleter::operator()(Socket* s) const { s->Dereference(); }
 
 Socket::Socket()
-    : epollout_butex_(butex_create_checked<std::atomic<int>>()) {}
+    : epollout_butex_(butex_create_checked<std::atomic<int>>()),
+      written_ids_(new net_internal::WrittenIdSet) {}
 
 // Never runs: pool objects live for the whole process.
 Socket::~Socket() {
@@ -91,11 +93,7 @@ int Socket::Create(const SocketOptions& options, SocketId* id) {
   m->error_code_.store(0, std::memory_order_relaxed);
   m->close_error_code_.store(0, std::memory_order_relaxed);
   m->close_timer_ = 0;
-  {
-    std::lock_guard<std::mutex> guard(m->written_ids_mu_);
-    m->written_ids_.clear();
-    m->written_ids_failed_ = false;
-  }
+  m->written_ids_->Reset();
   {
     std::lock_guard<std::mutex> guard(m->error_mu_);
     m->error_text_.clear();
@@ -286,10 +284,8 @@ void Socket::OnRecycle() {
     bthread_timer_del(close_timer_);
     close_timer_ = 0;
   }
-  {
-    std::lock_guard<std::mutex> guard(written_ids_mu_);
-    written_ids_.clear();
-  }
+  // Nobody adds any more: the last writer's reference is gone.
+  written_ids_->Reset();
   SocketUser* const user = user_;
   user_ = nullptr;
   const uint32_t slot = slot_of_id(this_id_);
@@ -439,38 +435,23 @@ void Socket::OnCloseFlushTimeout(void* arg) {
 }
 
 void Socket::KeepWrittenId(bthread_id_t id) {
-  {
-    std::lock_guard<std::mutex> guard(written_ids_mu_);
-    if (!written_ids_failed_) {
-      written_ids_.insert(id.value);
-      return;
-    }
-  }
+  if (written_ids_->Add(id.value)) return;
   // The socket failed while this request was being returned: ErrorWrittenIds
-  // already ran, so tell the id here (outside the lock: the handler may
-  // call ForgetWrittenId).
+  // already closed the set, so tell the id here (the set's lock is not held:
+  // the handler may call ForgetWrittenId).
   bthread_id_error(id, non_zero_error_code());
 }
 
-void Socket::ForgetWrittenId(bthread_id_t id) {
-  std::lock_guard<std::mutex> guard(written_ids_mu_);
-  written_ids_.erase(id.value);
-}
+void Socket::ForgetWrittenId(bthread_id_t id) { written_ids_->Remove(id.value); }
 
-size_t Socket::written_id_count() const {
-  std::lock_guard<std::mutex> guard(written_ids_mu_);
-  return written_ids_.size();
-}
+size_t Socket::written_id_count() const { return written_ids_->size(); }
 
 void Socket::ErrorWrittenIds(int error_code) {
-  std::unordered_set<uint64_t> ids;
-  {
-    std::lock_guard<std::mutex> guard(written_ids_mu_);
-    written_ids_failed_ = true;
-    ids.swap(written_ids_);
-  }
-  // Handlers run outside the lock (they may call ForgetWrittenId). An id
-  // whose call already ended is destroyed: bthread_id_error answers EINVAL.
+  std::vector<uint64_t> ids;
+  written_ids_->Close(&ids);
+  // Handlers run outside the set's lock (they may call ForgetWrittenId). An
+  // id whose call already ended is destroyed: bthread_id_error answers
+  // EINVAL.
   for (const uint64_t v : ids) bthread_id_error(bthread_id_t{v}, error_code);
 }
 

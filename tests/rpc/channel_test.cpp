@@ -259,6 +259,34 @@ TEST_F(ChannelTest, AsynchronousCallCanBeCancelledAndJoined) {
   EXPECT_EQ(1, done_runs.load());
 }
 
+// An asynchronous call keeps what it needs of its Channel: the Channel may
+// be destroyed right after CallMethod, and the call still gets its reply,
+// ends (connection returned to its pool) and runs done. (ASan would see a
+// call that used the destroyed Channel's state.)
+TEST_F(ChannelTest, AsynchronousCallsOutliveTheirChannel) {
+  test::Watchdog dog("outlive", test::kLong);
+  for (ConnectionType type : {kSingle, kPooled, kShort}) {
+    constexpr int kCalls = 8;
+    std::vector<Controller> cntls(kCalls);
+    std::vector<IOBuf> resps(kCalls);
+    CountdownEvent all(kCalls);
+    {
+      Channel ch;
+      ASSERT_EQ(0, InitChannel(&ch, type));
+      for (int i = 0; i < kCalls; ++i) {
+        IOBuf req;
+        req.append("30");
+        ch.CallMethod("sleep", &cntls[i], req, &resps[i], [&] { all.signal(); });
+      }
+    }
+    all.wait();
+    for (int i = 0; i < kCalls; ++i) {
+      EXPECT_EQ(0, cntls[i].ErrorCode()) << cntls[i].ErrorText();
+      EXPECT_EQ("30", resps[i].to_string());
+    }
+  }
+}
+
 TEST_F(ChannelTest, MaxConcurrencyAnswersELIMIT) {
   Server limited;
   add_methods(&limited);

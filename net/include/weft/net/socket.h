@@ -30,7 +30,6 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <unordered_set>
 
 #include "weft/bthread.h"
 #include "weft/net/endpoint.h"
@@ -40,6 +39,9 @@
 namespace weft {
 
 class Socket;
+namespace net_internal {
+class WrittenIdSet;
+}  // namespace net_internal
 
 // The owner of a socket's `user` slot: told just before the socket recycles.
 class SocketUser {
@@ -466,13 +468,11 @@ class Socket {
   // caller holds a reference) and read by OnRecycle.
   bthread_timer_t close_timer_ = 0;
 
-  // Ids of written-but-unanswered requests (see ForgetWrittenId), and
-  // whether the socket failed (then new ids are errored at once instead of
-  // kept). Both guarded by written_ids_mu_: the flag and the list change
-  // together, so an id is either errored by SetFailed or by its adder.
-  mutable std::mutex written_ids_mu_;
-  std::unordered_set<uint64_t> written_ids_;
-  bool written_ids_failed_ = false;
+  // Ids of written-but-unanswered requests (see ForgetWrittenId); closed
+  // when the socket fails (then new ids are errored at once instead of
+  // kept), so an id is either errored by SetFailed or by its adder. Built
+  // with the pool's object, never replaced (src/written_id_set.h).
+  const std::unique_ptr<net_internal::WrittenIdSet> written_ids_;
 
   std::atomic<int> error_code_{0};
   mutable std::mutex error_mu_;
