@@ -53,17 +53,8 @@ using test_raw::Frame;
 using test_raw::RawClient;
 using test_raw::RequestBytes;
 
-void Echo(Controller*, const IOBuf& req, IOBuf* resp, Closure done) {
-  resp->append(req);
-  done();
-}
-
-// Sleeps the payload's milliseconds in its fiber, then echoes.
-void Sleep(Controller*, const IOBuf& req, IOBuf* resp, Closure done) {
-  bthread_usleep(std::stoll(req.to_string()) * 1000);
-  resp->append(req);
-  done();
-}
+using test_raw::Echo;
+using test_raw::Sleep;
 
 class ReplyBatchTest : public ::testing::Test {
  protected:

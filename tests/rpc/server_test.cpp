@@ -51,17 +51,8 @@ struct JoinOnExit {
   std::thread* t_;
 };
 
-void Echo(Controller*, const IOBuf& req, IOBuf* resp, Closure done) {
-  resp->append(req);
-  done();
-}
-
-// Sleeps the payload's milliseconds in its fiber, then echoes.
-void Sleep(Controller*, const IOBuf& req, IOBuf* resp, Closure done) {
-  bthread_usleep(std::stoll(req.to_string()) * 1000);
-  resp->append(req);
-  done();
-}
+using test_raw::Echo;
+using test_raw::Sleep;
 
 class ServerTest : public ::testing::Test {
  protected:

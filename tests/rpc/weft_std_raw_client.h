@@ -14,6 +14,9 @@
 
 #include "net_test_util.h"
 #include "protocols/weft_std/weft_std_format.h"
+#include "weft/bthread.h"
+#include "weft/rpc/closure.h"
+#include "weft/rpc/controller.h"
 
 namespace weft::rpc::test_raw {
 
@@ -146,6 +149,19 @@ bool WaitFor(Pred pred, int64_t timeout_ms = kLong.count()) {
     usleep(1000);
   }
   return true;
+}
+
+// Server methods the tests register: "echo" answers its payload; "sleep"
+// sleeps the payload's milliseconds in its fiber, then echoes.
+inline void Echo(Controller*, const IOBuf& req, IOBuf* resp, Closure done) {
+  resp->append(req);
+  done();
+}
+
+inline void Sleep(Controller*, const IOBuf& req, IOBuf* resp, Closure done) {
+  bthread_usleep(std::stoll(req.to_string()) * 1000);
+  resp->append(req);
+  done();
 }
 
 }  // namespace weft::rpc::test_raw
