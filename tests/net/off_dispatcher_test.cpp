@@ -453,7 +453,11 @@ void ExpectHandlerStopsItsOwnAcceptor(const char* stop_message, int stoppers = 1
     ASSERT_EQ(1, write(fds[i], "a", 1));
     ASSERT_EQ("a", weft::test::read_until(fds[i], 1, kLong.count()));
   }
-  ASSERT_EQ(static_cast<size_t>(kClients), acceptor.ConnectionCount());
+  // The echo can come before the acceptor has counted the connection (its
+  // reader may run on another worker as soon as the socket exists).
+  ASSERT_TRUE(weft::test::wait_until(
+      [&] { return acceptor.ConnectionCount() == static_cast<size_t>(kClients); }, kLong))
+      << acceptor.ConnectionCount();
   {
     // Before the fix StopAccept waits for the handler's own connection,
     // which cannot recycle while the handler runs: a deadlock.
