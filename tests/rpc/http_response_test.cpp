@@ -4,14 +4,13 @@
 // Connection field, and heads too long for the serializer's stack buffer.
 // The expected bytes are built here with std::to_string and literals, never
 // with the code under test.
+#include "protocols/http/http_response.h"
+
 #include <gtest/gtest.h>
 
 #include <string>
 #include <utility>
 #include <vector>
-
-#include "protocols/http/http_parser.h"
-#include "protocols/http/http_protocol.h"
 
 namespace weft::rpc::http {
 namespace {

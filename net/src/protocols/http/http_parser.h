@@ -116,10 +116,6 @@ class HttpRequestParser {
   const char* why_ = nullptr;
 };
 
-// The reason phrase of a status code ("OK", "Not Found"); "Unknown" for
-// codes it does not know.
-const char* HttpReasonPhrase(int status);
-
 // Case-insensitive ASCII comparison (header names, tokens).
 bool EqualsIgnoreCase(std::string_view a, std::string_view b);
 

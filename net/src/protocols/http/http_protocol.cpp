@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <gflags/gflags.h>
-#include <stdio.h>
 
 #include <string>
 #include <utility>
@@ -122,34 +121,6 @@ HttpParseLimits CurrentLimits() {
   l.max_headers = nh > 0 ? static_cast<size_t>(nh) : 0;
   l.max_body_bytes = body > 0 ? static_cast<uint64_t>(body) : 0;
   return l;
-}
-
-void SerializeResponse(const HttpResponse& resp, bool keep_alive, int version_minor, bool head_only,
-                       IOBuf* out) {
-  char line[160];
-  int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n", resp.status,
-                   HttpReasonPhrase(resp.status), resp.body.size());
-  out->append(line, static_cast<size_t>(n));
-  if (!resp.content_type.empty()) {
-    out->append("Content-Type: ");
-    out->append(resp.content_type);
-    out->append("\r\n");
-  }
-  for (const auto& [name, value] : resp.headers) {
-    out->append(name);
-    out->append(": ");
-    out->append(value);
-    out->append("\r\n");
-  }
-  if (!keep_alive) {
-    out->append("Connection: close\r\n\r\n");
-  } else if (version_minor == 0) {
-    // An HTTP/1.0 client that asked to keep the connection is told it is.
-    out->append("Connection: keep-alive\r\n\r\n");
-  } else {
-    out->append("\r\n");
-  }
-  if (!head_only) out->append(resp.body);
 }
 
 ParseResult ParseHttp(IOBuf* source, Socket* socket, bool read_eof, const void* arg) {

@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "protocols/http/http_parser.h"
+#include "protocols/http/http_response.h"
 #include "protocols/http/http_service.h"
 #include "weft/net/input_messenger.h"
 #include "weft/net/iobuf.h"
@@ -70,10 +71,6 @@ ParseResult ParseHttp(IOBuf* source, Socket* socket, bool read_eof, const void* 
 // Protocol::process_request: routes the request (handlers, built-in pages,
 // 404/405/503) and replies in order through the connection's ReplyOrderer.
 void ProcessHttpRequest(InputMessageBase* msg);
-
-// Writes a response's status line, fields and (unless head_only) body.
-void SerializeResponse(const HttpResponse& resp, bool keep_alive, int version_minor, bool head_only,
-                       IOBuf* out);
 
 // The Protocol struct registered under "http".
 Protocol MakeHttpProtocol();
