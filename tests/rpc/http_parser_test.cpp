@@ -165,6 +165,146 @@ TEST(HttpParser, OtherMalformedRequests) {
                                "11111111111111111\r\n"));
 }
 
+// The refusal of an unpaired CR or LF in a head, as stated by RFC 9112
+// 2.2 and written here independently of the parser: the head is up to the
+// first CRLFCRLF, and its first CR not followed by LF or LF not preceded by
+// CR is the reason.
+const char* UnpairedCrOrLf(const std::string& bytes) {
+  const size_t end = bytes.find("\r\n\r\n");
+  if (end == std::string::npos) return nullptr;
+  const std::string head = bytes.substr(0, end + 4);
+  for (size_t i = 0; i < head.size(); ++i) {
+    if (head[i] == '\n' && (i == 0 || head[i - 1] != '\r')) return "bare LF in head";
+    if (head[i] == '\r' && (i + 1 == head.size() || head[i + 1] != '\n')) return "bare CR in head";
+  }
+  return nullptr;
+}
+
+TEST(HttpParser, UnpairedCrOrLfAnywhereInTheHeadIsRefusedWithItsReason) {
+  const std::string base = "GET /x HTTP/1.1\r\nHost: a\r\nX-Y: zz\r\n\r\n";
+  std::vector<std::string> cases;
+  for (size_t i = 4; i < base.size(); ++i) {  // "GET " stays, so it is HTTP
+    for (const char* c : {"\r", "\n", "\r\r", "\n\n", "\n\r"}) {
+      cases.push_back(base.substr(0, i) + c + base.substr(i));  // inserted
+      std::string replaced = base;
+      replaced[i] = c[0];
+      cases.push_back(replaced);
+    }
+  }
+  int refused = 0;
+  for (const std::string& bytes : cases) {
+    const char* expect = UnpairedCrOrLf(bytes);
+    if (expect == nullptr) continue;
+    ++refused;
+    // At once, and one byte at a time (the scan resumes across feeds).
+    HttpRequestParser whole(SmallLimits());
+    IOBuf buf;
+    ASSERT_EQ(HttpRequestParser::kError, FeedAll(&whole, bytes, &buf)) << bytes;
+    EXPECT_EQ(400, whole.error_status());
+    EXPECT_STREQ(expect, whole.why()) << bytes;
+    HttpRequestParser bytewise(SmallLimits());
+    IOBuf in;
+    HttpRequestParser::Status st = HttpRequestParser::kNeedMore;
+    for (size_t k = 0; k < bytes.size() && st == HttpRequestParser::kNeedMore; ++k) {
+      in.push_back(bytes[k]);
+      st = bytewise.Feed(&in);
+    }
+    ASSERT_EQ(HttpRequestParser::kError, st) << bytes;
+    EXPECT_STREQ(expect, bytewise.why()) << bytes;
+  }
+  EXPECT_GT(refused, 100);
+  // Over the limit first: 431, whatever the bytes before.
+  EXPECT_EQ(431, ErrorStatusOf("GET /\n HTTP/1.1\r\nX: " + std::string(5000, 'a')));
+  // A reason found in one request is not carried to the next.
+  HttpRequestParser p(SmallLimits());
+  IOBuf buf;
+  ASSERT_EQ(HttpRequestParser::kError, FeedAll(&p, "GET / HTTP/1.1\r\nA: \rb\r\n\r\n", &buf));
+  p.Reset();
+  EXPECT_EQ(HttpRequestParser::kDone, FeedAll(&p, "GET / HTTP/1.1\r\nA: b\r\n\r\n", &buf));
+}
+
+// bytes as an IOBuf of two references that are not contiguous in memory,
+// split at `at` (so the head cannot be read in place).
+IOBuf SplitAt(const std::string& bytes, size_t at) {
+  IOBuf first, gap, second;
+  first.append(bytes.substr(0, at));
+  gap.append("gap");  // keeps the second piece from continuing the first
+  second.append(bytes.substr(at));
+  first.append(second);
+  return first;
+}
+
+TEST(HttpParser, HeadSplitAcrossBlocksParsesAsAtOnce) {
+  const std::string req =
+      "GET /a/b?x=1 HTTP/1.1\r\nHost: example\r\nX-Long: " + std::string(40, 'v') +
+      "\r\nContent-Length: 3\r\n\r\nabcGET /next HTTP/1.1\r\n\r\n";
+  for (size_t at = 1; at < req.size(); ++at) {
+    SCOPED_TRACE(at);
+    IOBuf buf = SplitAt(req, at);
+    HttpRequestParser p(SmallLimits());
+    HttpRequestParser::Status st;
+    // The first piece alone may already hold the whole head.
+    while ((st = p.Feed(&buf)) == HttpRequestParser::kNeedMore) {
+      ASSERT_FALSE(buf.empty());
+    }
+    ASSERT_EQ(HttpRequestParser::kDone, st) << p.why();
+    EXPECT_EQ("GET", p.head().method);
+    EXPECT_EQ("/a/b?x=1", p.head().target);
+    ASSERT_EQ(3u, p.head().headers.size());
+    EXPECT_EQ("Host", p.head().headers[0].first);
+    EXPECT_EQ("example", p.head().headers[0].second);
+    EXPECT_EQ(std::string(40, 'v'), p.head().headers[1].second);
+    EXPECT_EQ("abc", p.body().to_string());
+    p.Reset();
+    ASSERT_EQ(HttpRequestParser::kDone, p.Feed(&buf));
+    EXPECT_EQ("/next", p.head().target);
+    EXPECT_TRUE(buf.empty());
+  }
+}
+
+TEST(HttpParser, MessageTakesTheRequestsFieldsAndLeavesTheParserClean) {
+  const int server_tag = 1;
+  struct Case {
+    std::string bytes, method, path, query;
+  };
+  const std::vector<Case> cases = {
+      {"GET / HTTP/1.1\r\n\r\n", "GET", "/", ""},
+      {"GET /very/long/path/beyond/small/string/storage HTTP/1.1\r\n\r\n", "GET",
+       "/very/long/path/beyond/small/string/storage", ""},
+      {"GET /p?q=1&r HTTP/1.1\r\n\r\n", "GET", "/p", "q=1&r"},
+      {"GET /p? HTTP/1.1\r\n\r\n", "GET", "/p", ""},
+      {"OPTIONS * HTTP/1.1\r\n\r\n", "OPTIONS", "*", ""},
+      {"GET http://h:1/abs/p?z HTTP/1.1\r\n\r\n", "GET", "/abs/p", "z"},
+      {"GET https://h HTTP/1.1\r\n\r\n", "GET", "/", ""},
+      {"PATCH /x HTTP/1.0\r\nA: 1\r\nB: two words\r\nA: 3\r\n\r\n", "PATCH", "/x", ""},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.bytes);
+    IOBuf buf;
+    buf.append(c.bytes);
+    ParseResult r = ParseHttp(&buf, nullptr, false, &server_tag);
+    ASSERT_TRUE(r.is_ok());
+    auto* msg = static_cast<HttpMessage*>(r.message());
+    EXPECT_EQ(0, msg->error_status);
+    EXPECT_EQ(c.method, msg->request.method);
+    EXPECT_EQ(c.path, msg->request.path);
+    EXPECT_EQ(c.query, msg->request.query);
+    msg->Destroy();
+  }
+  // Fields in order, names as sent, through a parser reused across requests.
+  HttpRequestParser p(SmallLimits());
+  IOBuf buf;
+  buf.append("GET /1 HTTP/1.1\r\nA: 1\r\nbB: two words\r\n\r\nGET /2 HTTP/1.1\r\nC: 3\r\n\r\n");
+  ASSERT_EQ(HttpRequestParser::kDone, p.Feed(&buf));
+  HttpRequestHead first = std::move(p.mutable_head());
+  p.Reset();
+  ASSERT_EQ(HttpRequestParser::kDone, p.Feed(&buf));
+  EXPECT_EQ((std::vector<std::pair<std::string, std::string>>{{"A", "1"}, {"bB", "two words"}}),
+            first.headers);
+  EXPECT_EQ((std::vector<std::pair<std::string, std::string>>{{"C", "3"}}), p.head().headers);
+  EXPECT_EQ("/2", p.head().target);
+}
+
 TEST(HttpParser, NotHttpIsLeftToOtherProtocols) {
   for (const char* bytes : {"WFT1abcd", "*1\r\n$4\r\nPING\r\n", "get / HTTP/1.1", "GETX /",
                             "\r\nGET / HTTP/1.1\r\n\r\n"}) {

@@ -10,16 +10,28 @@ namespace {
 // real clients send a few bytes, and the bound keeps re-scanning cheap.
 constexpr size_t kMaxChunkLine = 4096;
 
+// Header fields room is made for at the first one.
+constexpr size_t kUsualHeaders = 8;
+
 // The methods whose first bytes make a connection HTTP (with the space
 // after them, so "GETX" is not claimed).
 constexpr std::string_view kMethods[] = {"GET ",     "HEAD ",    "POST ",  "PUT ",  "DELETE ",
                                          "OPTIONS ", "CONNECT ", "TRACE ", "PATCH "};
 
-bool IsTokenChar(unsigned char c) {
-  if (c >= '0' && c <= '9') return true;
-  if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') return true;
-  return strchr("!#$%&'*+-.^_`|~", c) != nullptr && c != 0;
-}
+// tchar of RFC 9110 5.6.2, one lookup per byte (every header name and
+// method goes through it).
+struct TokenTable {
+  bool is_token[256] = {};
+  constexpr TokenTable() {
+    for (int c = '0'; c <= '9'; ++c) is_token[c] = true;
+    for (int c = 'a'; c <= 'z'; ++c) is_token[c] = is_token[c - 'a' + 'A'] = true;
+    for (const char* p = "!#$%&'*+-.^_`|~"; *p != 0; ++p)
+      is_token[static_cast<unsigned char>(*p)] = true;
+  }
+};
+constexpr TokenTable kTokenTable;
+
+bool IsTokenChar(unsigned char c) { return kTokenTable.is_token[c]; }
 
 bool IsToken(std::string_view s) {
   if (s.empty()) return false;
@@ -81,6 +93,7 @@ void HttpRequestParser::Reset() {
   chunk_left_ = 0;
   trailer_bytes_ = 0;
   head_bytes_ = 0;
+  bare_why_ = nullptr;
   head_ = HttpRequestHead();
   body_.clear();
   error_status_ = 0;
@@ -142,12 +155,18 @@ HttpRequestParser::Status HttpRequestParser::Feed(IOBuf* source) {
       }
       for (size_t j = scanned_ - base; j < b.size(); ++j) {
         const char c = b[j];
+        // CR and LF must pair up; the first that does not is remembered
+        // here, where each byte is seen anyway, and refused once the head
+        // is complete (a head over the limit is 431 first).
+        const bool after_cr = matched_ == 1 || matched_ == 3;
         if (c == '\r') {
+          if (after_cr && bare_why_ == nullptr) bare_why_ = "bare CR in head";
           matched_ = matched_ == 2 ? 3 : 1;
         } else if (c == '\n') {
-          // A bare LF breaks the match; ParseHead refuses it.
+          if (!after_cr && bare_why_ == nullptr) bare_why_ = "bare LF in head";
           matched_ = matched_ == 1 ? 2 : (matched_ == 3 ? 4 : 0);
         } else {
+          if (after_cr && bare_why_ == nullptr) bare_why_ = "bare CR in head";
           matched_ = 0;
         }
         ++scanned_;
@@ -160,10 +179,20 @@ HttpRequestParser::Status HttpRequestParser::Feed(IOBuf* source) {
       base += b.size();
     }
     if (end == 0) return kNeedMore;
-    std::string head;
-    source->cutn(&head, end);
+    // The head is parsed where it lies when one block holds it (the usual
+    // case: a request arrives in one read), else from a copy in head_copy_,
+    // whose capacity the connection keeps. Either way the bytes are dropped
+    // only after ParseHead, which copies what it keeps.
+    std::string_view head = source->backing_block(0);
+    if (head.size() >= end) {
+      head = head.substr(0, end);
+    } else {
+      source->copy_to(&head_copy_, end, 0);
+      head = head_copy_;
+    }
     head_bytes_ = end;
     const Status st = ParseHead(head);
+    source->pop_front(end);
     if (st != kDone) return st;
   }
   for (;;) {
@@ -268,13 +297,9 @@ HttpRequestParser::Status HttpRequestParser::CutLine(IOBuf* source, size_t limit
 }
 
 HttpRequestParser::Status HttpRequestParser::ParseHead(std::string_view head) {
-  // head ends with "\r\n\r\n"; CR and LF anywhere else must pair up.
-  for (size_t i = 0; i < head.size(); ++i) {
-    if (head[i] == '\n' && (i == 0 || head[i - 1] != '\r')) return Fail(400, "bare LF in head");
-    if (head[i] == '\r' && (i + 1 == head.size() || head[i + 1] != '\n')) {
-      return Fail(400, "bare CR in head");
-    }
-  }
+  // head ends with "\r\n\r\n"; CR and LF anywhere else must pair up
+  // (checked by Feed's scan).
+  if (bare_why_ != nullptr) return Fail(400, bare_why_);
   head.remove_suffix(2);  // the blank line's CRLF; every line now ends in CRLF
   size_t eol = head.find("\r\n");
   Status st = ParseRequestLine(head.substr(0, eol));
@@ -300,6 +325,9 @@ HttpRequestParser::Status HttpRequestParser::ParseHead(std::string_view head) {
     if (head_.headers.size() >= limits_.max_headers) {
       return Fail(431, "more headers than --weft_http_max_headers");
     }
+    // One allocation holds a usual request's fields (the vector leaves with
+    // each request, so it starts empty every time).
+    if (head_.headers.capacity() == 0) head_.headers.reserve(kUsualHeaders);
     head_.headers.emplace_back(std::string(name), std::string(value));
   }
   return ApplyHeaders();

@@ -69,6 +69,9 @@ class HttpRequestParser {
   void Reset();
 
   const HttpRequestHead& head() const { return head_; }
+  // The same, for moving the completed request's strings and fields out
+  // (Reset() follows).
+  HttpRequestHead& mutable_head() { return head_; }
   IOBuf& body() { return body_; }
   // For kError: 400, 413, 431, 501 or 505.
   int error_status() const { return error_status_; }
@@ -102,6 +105,9 @@ class HttpRequestParser {
   // search resumes there: each byte is looked at once).
   size_t scanned_ = 0;
   int matched_ = 0;
+  // kHead: the first unpaired CR or LF among the scanned bytes, as the
+  // refusal's text, or nullptr.
+  const char* bare_why_ = nullptr;
   // A request was completed on this parser: CRLFs before the next request
   // line are skipped (RFC 9112 2.2), and a first byte that cannot start a
   // request is an error, not another protocol.
@@ -111,6 +117,9 @@ class HttpRequestParser {
   size_t trailer_bytes_ = 0;
   size_t head_bytes_ = 0;
   HttpRequestHead head_;
+  // A head split across blocks is copied here to be parsed; kept between
+  // requests so its capacity is reused.
+  std::string head_copy_;
   IOBuf body_;
   int error_status_ = 0;
   const char* why_ = nullptr;

@@ -41,22 +41,22 @@ struct MessageDestroyer {
 };
 using MessagePtr = std::unique_ptr<HttpMessage, MessageDestroyer>;
 
-// Sends resp for msg in its order, closing the connection after it when
+// Sends msg->response in msg's order, closing the connection after it when
 // the request did not keep it alive (or was refused), then destroys msg
 // (after the write was queued: a postponed EOF's graceful close flushes
 // it).
-void Reply(MessagePtr msg, const HttpResponse& resp) {
+void Reply(MessagePtr msg) {
   const bool keep_alive = msg->keep_alive && msg->error_status == 0;
   IOBuf out;
-  SerializeResponse(resp, keep_alive, msg->request.version_minor, msg->request.method == "HEAD",
-                    &out);
+  SerializeResponse(msg->response, keep_alive, msg->request.version_minor,
+                    msg->request.method == "HEAD", &out);
   // A refused write means the connection failed or is closing: the reply
   // has nowhere to go.
   msg->conn->orderer.Reply(msg->socket(), msg->seq, &out, !keep_alive);
 }
 
 void ReplyStatus(MessagePtr msg, int status, const char* detail) {
-  HttpResponse resp;
+  HttpResponse& resp = msg->response;
   resp.status = status;
   resp.body.append(HttpReasonPhrase(status));
   if (detail != nullptr) {
@@ -64,7 +64,7 @@ void ReplyStatus(MessagePtr msg, int status, const char* detail) {
     resp.body.append(detail);
   }
   resp.body.append("\n");
-  Reply(std::move(msg), resp);
+  Reply(std::move(msg));
 }
 
 bool MethodAllowed(const HttpRoute& route, const std::string& method) {
@@ -87,12 +87,13 @@ std::string AllowField(const HttpRoute& route) {
   return allow;
 }
 
-// Moves a completed request out of the parser into a new message.
+// Moves a completed request out of the parser into a new message (its
+// strings and fields are moved, not copied; the parser is Reset() next).
 HttpMessage* TakeRequest(HttpRequestParser* parser) {
   auto* msg = new HttpMessage;
-  const HttpRequestHead& head = parser->head();
+  HttpRequestHead& head = parser->mutable_head();
   HttpRequest& req = msg->request;
-  req.method = head.method;
+  req.method = std::move(head.method);
   std::string_view target(head.target);
   if (target.rfind("http://", 0) == 0 || target.rfind("https://", 0) == 0) {
     // absolute-form: the path starts after the authority.
@@ -101,13 +102,28 @@ HttpMessage* TakeRequest(HttpRequestParser* parser) {
     target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
   }
   const size_t q = target.find('?');
-  req.path.assign(target.substr(0, q));
-  if (q != std::string_view::npos) req.query.assign(target.substr(q + 1));
+  if (q == std::string_view::npos && target.size() == head.target.size()) {
+    req.path = std::move(head.target);  // origin-form without a query: all of it
+  } else {
+    req.path.assign(target.substr(0, q));
+    if (q != std::string_view::npos) req.query.assign(target.substr(q + 1));
+  }
   req.version_minor = head.version_minor;
-  req.headers = head.headers;
+  req.headers = std::move(head.headers);
   req.body.swap(parser->body());
   msg->keep_alive = head.keep_alive;
   return msg;
+}
+
+// A connection's own owner of the server's current service (see
+// HttpConnection::service); nullptr when the server has none.
+std::shared_ptr<const HttpService> ConnectionService(const Server* server) {
+  std::shared_ptr<const HttpService> shared = FindService(server);
+  if (shared == nullptr) return nullptr;
+  auto owner = std::make_shared<const std::shared_ptr<const HttpService>>(std::move(shared));
+  const HttpService* const service = owner->get();
+  // Aliasing: points at the service, counts on owner's block.
+  return std::shared_ptr<const HttpService>(std::move(owner), service);
 }
 
 }  // namespace
@@ -151,7 +167,7 @@ ParseResult ParseHttp(IOBuf* source, Socket* socket, bool read_eof, const void* 
     }
     return ParseResult::Error(PARSE_ERROR_ABSOLUTELY_WRONG, "http: parser state");
   }
-  auto* conn = dynamic_cast<HttpConnection*>(socket->context(SocketContextSlot::kProtocol));
+  HttpConnection* conn = AsHttpConnection(socket->context(SocketContextSlot::kProtocol));
   if (conn == nullptr) {
     if (socket->context(SocketContextSlot::kProtocol) != nullptr) {
       return ParseResult::Error(PARSE_ERROR_TRY_OTHERS);  // another protocol's connection
@@ -163,7 +179,7 @@ ParseResult ParseHttp(IOBuf* source, Socket* socket, bool read_eof, const void* 
       return ParseResult::Error(PARSE_ERROR_TRY_OTHERS);
     }
     auto* fresh = new HttpConnection(CurrentLimits(), base::coarse_monotonic_ns() / 1000);
-    conn = dynamic_cast<HttpConnection*>(socket->InitContext(fresh));
+    conn = AsHttpConnection(socket->InitContext(fresh));
     if (conn == nullptr) return ParseResult::Error(PARSE_ERROR_TRY_OTHERS);
   }
   if (conn->discarding) {
@@ -200,7 +216,7 @@ ParseResult ParseHttp(IOBuf* source, Socket* socket, bool read_eof, const void* 
   // the cache in conn needs no lock.
   const uint64_t gen = ServiceGeneration();
   if (gen != conn->service_generation) {
-    conn->service = FindService(static_cast<const Server*>(arg));
+    conn->service = ConnectionService(static_cast<const Server*>(arg));
     conn->service_generation = gen;
   }
   msg->service = conn->service;
@@ -229,38 +245,35 @@ void ProcessHttpRequest(InputMessageBase* base) {
   }
   HttpRequest& req = msg->request;
   req.remote_side = msg->socket()->remote_side();
-  const std::shared_ptr<const HttpService> keep = msg->service;
+  // Moved, not copied: one count change fewer per request, and done may
+  // free the message while the handler still runs inside the route.
+  const std::shared_ptr<const HttpService> keep = std::move(msg->service);
   const HttpService* const service = keep.get();
   if (service != nullptr) {
     auto it = service->routes.find(req.path);
     if (it != service->routes.end()) {
       const HttpRoute& route = it->second;
       if (!MethodAllowed(route, req.method)) {
-        HttpResponse resp;
+        HttpResponse& resp = msg->response;
         resp.status = 405;
         resp.headers.emplace_back("Allow", AllowField(route));
         resp.body.append("Method Not Allowed\n");
-        Reply(std::move(msg), resp);
+        Reply(std::move(msg));
         return;
       }
-      // The handler's done owns the message and the response. The route
-      // belongs to the service, which `keep` holds until the handler
-      // returns: done may run inside it and free the message (and with it
-      // the connection's last hold on the service).
-      auto resp = std::make_unique<HttpResponse>();
-      HttpResponse* const resp_ptr = resp.get();
+      // The handler's done owns the message, and with it the request and
+      // the response. The route belongs to the service, which `keep` holds
+      // until the handler returns: done may run inside it and free the
+      // message.
       HttpMessage* const raw = msg.get();
-      route.handler(raw->request, resp_ptr,
-                    Closure([msg = std::move(msg), resp = std::move(resp)]() mutable {
-                      Reply(std::move(msg), *resp);
-                    }));
+      route.handler(raw->request, &raw->response,
+                    Closure([msg = std::move(msg)]() mutable { Reply(std::move(msg)); }));
       return;
     }
   }
   if (BuiltinPagesEnabled(service) && (req.method == "GET" || req.method == "HEAD")) {
-    HttpResponse resp;
-    if (ServeBuiltinPage(server, req, &resp)) {
-      Reply(std::move(msg), resp);
+    if (ServeBuiltinPage(server, req, &msg->response)) {
+      Reply(std::move(msg));
       return;
     }
   }

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include <memory>
+#include <typeinfo>
 
 #include "protocols/http/http_parser.h"
 #include "protocols/http/http_response.h"
@@ -20,8 +21,9 @@
 namespace weft::rpc::http {
 
 // One HTTP connection's state, in the socket's kProtocol slot (the socket
-// deletes it at recycle).
-struct HttpConnection : public SocketContext {
+// deletes it at recycle). final: AsHttpConnection tells it from another
+// protocol's context by its exact type.
+struct HttpConnection final : public SocketContext {
   explicit HttpConnection(const HttpParseLimits& limits, int64_t now_us)
       : parser(limits), created_us(now_us) {}
 
@@ -31,7 +33,10 @@ struct HttpConnection : public SocketContext {
   // dropped (its reply closes the connection). Reading fiber only.
   bool discarding = false;
   // The service last looked up and the registry generation it came from.
-  // Reading fiber only.
+  // Reading fiber only. Its control block is this connection's own (it
+  // holds the registry's pointer), so the count changes of each request's
+  // copy stay on this connection's line instead of bouncing one line
+  // shared by every connection of the server between workers.
   std::shared_ptr<const HttpService> service;
   uint64_t service_generation = 0;
   // Replies in request order; any fiber (see reply_orderer.h).
@@ -41,7 +46,18 @@ struct HttpConnection : public SocketContext {
   const int64_t created_us;
 };
 
-// One request (or one refusal) cut from a connection.
+// conn's HttpConnection when its kProtocol slot holds one; nullptr when the
+// slot is empty or another protocol's. A vtable load and a pointer compare
+// (the exact type of a final class) instead of a dynamic_cast per parse;
+// where type_info objects are not merged (several shared objects) the
+// names are compared, still exact. Any thread holding a reference.
+inline HttpConnection* AsHttpConnection(SocketContext* ctx) {
+  if (ctx == nullptr || typeid(*ctx) != typeid(HttpConnection)) return nullptr;
+  return static_cast<HttpConnection*>(ctx);
+}
+
+// One request (or one refusal) cut from a connection, with its response:
+// one allocation per request for both.
 class HttpMessage : public InputMessageBase {
  public:
   uint64_t seq = 0;
@@ -50,8 +66,12 @@ class HttpMessage : public InputMessageBase {
   const char* why = nullptr;
   bool keep_alive = true;
   HttpRequest request;
+  // What the handler fills (it is given &response) and Reply sends.
+  HttpResponse response;
   // nullptr when parse ran without a connection (tests).
   HttpConnection* conn = nullptr;
+  // The service the request is routed by (see HttpConnection::service);
+  // ProcessHttpRequest moves it out before running the handler.
   std::shared_ptr<const HttpService> service;
 };
 

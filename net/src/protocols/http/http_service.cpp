@@ -105,7 +105,7 @@ std::string DescribeConnections(const Server* server) {
     if (Socket::Address(id, &s) != 0) continue;  // closing: not listed
     // The context is alive while s is held; its type says which protocol
     // owns the connection (only http keeps one here).
-    const auto* hc = dynamic_cast<const HttpConnection*>(s->context(SocketContextSlot::kProtocol));
+    const HttpConnection* hc = AsHttpConnection(s->context(SocketContextSlot::kProtocol));
     char age[32];
     if (hc != nullptr) {
       snprintf(age, sizeof(age), "%.3fs", static_cast<double>(now_us - hc->created_us) / 1e6);
