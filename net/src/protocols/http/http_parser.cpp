@@ -147,37 +147,51 @@ HttpRequestParser::Status HttpRequestParser::Feed(IOBuf* source) {
     size_t end = 0;
     size_t base = 0;
     const size_t limit = limits_.max_head_bytes;
-    for (size_t i = 0; i < source->backing_block_num() && end == 0; ++i) {
+    // The scan works on locals, stored back once: the byte loads are char
+    // loads, which may alias the members, so the compiler would otherwise
+    // store the members on every byte.
+    size_t scanned = scanned_;
+    int matched = matched_;
+    const char* bare_why = bare_why_;
+    bool over_limit = false;
+    for (size_t i = 0; i < source->backing_block_num() && end == 0 && !over_limit; ++i) {
       const std::string_view b = source->backing_block(i);
-      if (base + b.size() <= scanned_) {
+      if (base + b.size() <= scanned) {
         base += b.size();
         continue;
       }
-      for (size_t j = scanned_ - base; j < b.size(); ++j) {
+      for (size_t j = scanned - base; j < b.size(); ++j) {
         const char c = b[j];
         // CR and LF must pair up; the first that does not is remembered
         // here, where each byte is seen anyway, and refused once the head
         // is complete (a head over the limit is 431 first).
-        const bool after_cr = matched_ == 1 || matched_ == 3;
+        const bool after_cr = matched == 1 || matched == 3;
         if (c == '\r') {
-          if (after_cr && bare_why_ == nullptr) bare_why_ = "bare CR in head";
-          matched_ = matched_ == 2 ? 3 : 1;
+          if (after_cr && bare_why == nullptr) bare_why = "bare CR in head";
+          matched = matched == 2 ? 3 : 1;
         } else if (c == '\n') {
-          if (!after_cr && bare_why_ == nullptr) bare_why_ = "bare LF in head";
-          matched_ = matched_ == 1 ? 2 : (matched_ == 3 ? 4 : 0);
+          if (!after_cr && bare_why == nullptr) bare_why = "bare LF in head";
+          matched = matched == 1 ? 2 : (matched == 3 ? 4 : 0);
         } else {
-          if (after_cr && bare_why_ == nullptr) bare_why_ = "bare CR in head";
-          matched_ = 0;
+          if (after_cr && bare_why == nullptr) bare_why = "bare CR in head";
+          matched = 0;
         }
-        ++scanned_;
-        if (matched_ == 4) {
-          end = scanned_;
+        ++scanned;
+        if (matched == 4) {
+          end = scanned;
           break;
         }
-        if (scanned_ > limit) return Fail(431, "request head over --weft_http_max_head_bytes");
+        if (scanned > limit) {
+          over_limit = true;
+          break;
+        }
       }
       base += b.size();
     }
+    scanned_ = scanned;
+    matched_ = matched;
+    bare_why_ = bare_why;
+    if (over_limit) return Fail(431, "request head over --weft_http_max_head_bytes");
     if (end == 0) return kNeedMore;
     // The head is parsed where it lies when one block holds it (the usual
     // case: a request arrives in one read), else from a copy in head_copy_,

@@ -110,7 +110,7 @@ HttpMessage* TakeRequest(HttpRequestParser* parser) {
   }
   req.version_minor = head.version_minor;
   req.headers = std::move(head.headers);
-  req.body.swap(parser->body());
+  if (!parser->body().empty()) req.body.swap(parser->body());
   msg->keep_alive = head.keep_alive;
   return msg;
 }
