@@ -1,7 +1,9 @@
 // bthread_setconcurrency and bthread_getconcurrency around the runtime's
 // start. Each case runs in a forked child, since the runtime starts once per
 // process: this program's own process never starts it.
+#include <gflags/gflags.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -9,6 +11,8 @@
 
 #include "sched/task_control.h"
 #include "weft/bthread.h"
+
+DECLARE_int32(weft_concurrency);
 
 namespace {
 
@@ -67,6 +71,58 @@ TEST(Concurrency, SetconcurrencyRacingTheStartIsNeverLost) {
     if (status == 1) ++lost;
   }
   EXPECT_EQ(lost, 0) << "requests lost in 40 racing starts";
+}
+
+// With no --weft_concurrency the runtime starts one worker per CPU the
+// process may run on (its affinity mask), not per CPU of the machine.
+TEST(Concurrency, DefaultWorkersAreTheCpusOfTheAffinityMask) {
+  EXPECT_EQ(in_child([] {
+              FLAGS_weft_concurrency = 0;
+              cpu_set_t mask;
+              CPU_ZERO(&mask);
+              if (sched_getaffinity(0, sizeof(mask), &mask) != 0) return 2;
+              int first = 0;
+              while (!CPU_ISSET(first, &mask)) ++first;
+              cpu_set_t one;
+              CPU_ZERO(&one);
+              CPU_SET(first, &one);
+              if (sched_setaffinity(0, sizeof(one), &one) != 0) return 3;
+              if (bthread_getconcurrency() != 1) return 1;
+              bthread_t tid;
+              if (bthread_start_background(&tid, nullptr, noop, nullptr) != 0) return 4;
+              bthread_join(tid, nullptr);
+              return bthread_getconcurrency() == 1 ? 0 : 5;
+            }),
+            0);
+  EXPECT_EQ(in_child([] {
+              FLAGS_weft_concurrency = 0;
+              cpu_set_t mask;
+              CPU_ZERO(&mask);
+              if (sched_getaffinity(0, sizeof(mask), &mask) != 0) return 2;
+              return bthread_getconcurrency() == CPU_COUNT(&mask) ? 0 : 1;
+            }),
+            0);
+}
+
+// An explicit --weft_concurrency wins over the mask.
+TEST(Concurrency, TheFlagOverridesTheAffinityMask) {
+  EXPECT_EQ(in_child([] {
+              FLAGS_weft_concurrency = 3;
+              cpu_set_t mask;
+              CPU_ZERO(&mask);
+              if (sched_getaffinity(0, sizeof(mask), &mask) != 0) return 2;
+              int first = 0;
+              while (!CPU_ISSET(first, &mask)) ++first;
+              cpu_set_t one;
+              CPU_ZERO(&one);
+              CPU_SET(first, &one);
+              if (sched_setaffinity(0, sizeof(one), &one) != 0) return 3;
+              bthread_t tid;
+              if (bthread_start_background(&tid, nullptr, noop, nullptr) != 0) return 4;
+              bthread_join(tid, nullptr);
+              return bthread_getconcurrency() == 3 ? 0 : 1;
+            }),
+            0);
 }
 
 }  // namespace
