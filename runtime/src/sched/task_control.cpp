@@ -103,7 +103,10 @@ int TaskControl::set_concurrency(int n) {
   }
   TaskControl* c = g_control.load(std::memory_order_acquire);
   if (n < c->concurrency()) return EPERM;
-  return c->add_workers(n);
+  const int before = c->concurrency();
+  const int rc = c->add_workers(n);
+  if (c->concurrency() != before) workers_added();
+  return rc;
 }
 
 int TaskControl::concurrency_or_planned() {
