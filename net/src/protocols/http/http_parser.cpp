@@ -94,7 +94,16 @@ void HttpRequestParser::Reset() {
   trailer_bytes_ = 0;
   head_bytes_ = 0;
   bare_why_ = nullptr;
-  head_ = HttpRequestHead();
+  // Field by field rather than from a fresh HttpRequestHead: the strings
+  // and fields were usually moved out already, and this keeps what they
+  // left (no temporary built and torn down per request).
+  head_.method.clear();
+  head_.target.clear();
+  head_.version_minor = 1;
+  head_.headers.clear();
+  head_.keep_alive = true;
+  head_.chunked = false;
+  head_.content_length = -1;
   body_.clear();
   error_status_ = 0;
   why_ = nullptr;

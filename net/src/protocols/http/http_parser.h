@@ -39,7 +39,9 @@ struct HttpParseLimits {
   uint64_t max_body_bytes = 64 << 20;
 };
 
-// What a request's head says, once parsed.
+// What a request's head says, once parsed. HttpRequestParser::Reset
+// resets each field to the default written here: a new field goes there
+// too.
 struct HttpRequestHead {
   std::string method;
   std::string target;     // as sent (origin-form, or "*")
