@@ -450,12 +450,30 @@ void make_ready(TaskMeta* m, ReadyKind kind) {
 
 namespace weft::sched {
 
-void flush_nosignal_if_queued() {
+void yield_quietly_then_flush(uint32_t started) {
   TaskGroup* g = TaskGroup::current();
-  if (g == nullptr) {
+  if (g == nullptr || !g->running_fiber()) {
     flush_nosignal();
     return;
   }
+  if (g->has_ready()) {
+    g->set_remained(requeue_quietly, g->current_task());
+    g->sched();
+    if (TaskGroup::current() == g) {
+      // Back on the same worker, from the tail of its FIFO queue: every
+      // fiber queued there before the yield, the caller's `started` among
+      // them, has been taken since (run here or stolen). Their wake-ups
+      // are void. What is queued now came after, with its own waker's
+      // policy; in particular a fiber that yields quietly (the polling
+      // dispatcher) must not count, or every batch would wake a worker
+      // just to steal the dispatcher.
+      g->nosignal_pending -= started < g->nosignal_pending ? started : g->nosignal_pending;
+      return;
+    }
+    g = TaskGroup::current();  // stolen: the fibers started before are gone too
+  }
+  // Nothing else was ready (the started fibers were stolen already), or
+  // this fiber moved: wake only for what still waits here.
   if (g->nosignal_pending == 0) return;
   const size_t queued = g->queue_size_hint();
   const int n = static_cast<int>(queued < g->nosignal_pending ? queued : g->nosignal_pending);
