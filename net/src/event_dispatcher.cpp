@@ -18,6 +18,7 @@
 #include "net_log.h"
 #include "base/compiler.h"
 #include "base/time_util.h"
+#include "sched/service_fiber.h"
 #include "sched/worker_hint.h"
 #include "weft/net/socket.h"
 
@@ -105,7 +106,11 @@ int EventDispatcher::Start(const bthread_attr_t* consumer_thread_attr, DispatchM
     }
     return 0;
   }
-  const int rc = bthread_start_background(&tid_, &BTHREAD_ATTR_NORMAL, RunThis, this);
+  // A service fiber: --weft_max_fibers does not refuse it (the process
+  // would have no I/O).
+  bthread_attr_t attr = BTHREAD_ATTR_NORMAL;
+  attr.flags |= sched::kServiceFiber;
+  const int rc = bthread_start_background(&tid_, &attr, RunThis, this);
   if (rc != 0) {
     tid_ = 0;
     errno = rc;

@@ -15,6 +15,7 @@
 #include "local/key_table.h"
 #include "sched/task_control.h"
 #include "sched/task_group.h"
+#include "sched/service_fiber.h"
 #include "wait/butex_internal.h"
 
 DEFINE_bool(weft_usercode_in_pthread, false,
@@ -224,9 +225,10 @@ void init_meta(TaskMeta* m, const bthread_attr_t& attr, void* (*fn)(void*), void
 // thread count, paid only when the limit is set). A fiber ending meanwhile
 // may still be counted: at worst EAGAIN while the last one is on its way
 // out, as when it had not ended yet.
-bool reserve_alive() {
+bool reserve_alive(const bthread_attr_t& attr) {
   const int64_t max = FLAGS_weft_max_fibers;
-  if (WEFT_LIKELY(max <= 0)) {
+  // A service fiber is counted but never refused (service_fiber.h).
+  if (WEFT_LIKELY(max <= 0) || (attr.flags & kServiceFiber) != 0) {
     count_begun();
     return true;
   }
@@ -278,7 +280,7 @@ void* pthread_fiber_main(void* arg) {
 }
 
 int start_in_pthread(bthread_t* tid, const bthread_attr_t& attr, void* (*fn)(void*), void* arg) {
-  if (!reserve_alive()) return EAGAIN;
+  if (!reserve_alive(attr)) return EAGAIN;
   TaskMeta* m = alloc_meta();
   if (m == nullptr) {
     unreserve_alive();
@@ -342,7 +344,7 @@ int start_fiber(bthread_t* tid, const bthread_attr_t* attr_in, void* (*fn)(void*
   const int cls = stack_class_of(attr.stack_type);
   if (cls < 0) return EINVAL;
   TaskControl::get();  // starts the workers on first use
-  if (!reserve_alive()) return EAGAIN;
+  if (!reserve_alive(attr)) return EAGAIN;
   TaskMeta* m = alloc_meta();
   if (m == nullptr) {
     unreserve_alive();
