@@ -2,7 +2,7 @@
 // through weft::rpc, without knowing the protocol's internals.
 //
 // Serving: a Server speaking the "redis" protocol hands each command to
-// Server::ProcessCall under its lower-cased name (arg 0): register one
+// Server::ProcessBatchedCall under its lower-cased name (arg 0): register one
 // method per command ("get", "set", ...). The method's request holds the
 // command's arguments, arg 0 included, encoded for RedisArgs; the method
 // appends exactly one RESP reply to *response with the Append* writers

@@ -108,7 +108,7 @@ using MessagePtr = std::unique_ptr<RedisMessage, MessageDestroyer>;
 // The running batch of a connection, from its first command to its last
 // reply; reused for the batches that follow in the same chain. Touched by
 // one fiber at a time: the one running the chain, which moves from the
-// caller of ProcessCall to the handler's done when the handler completes
+// caller of ProcessBatchedCall to the handler's done when the handler completes
 // later (phase decides, see there).
 struct BatchRun {
   MessagePtr msg;
@@ -117,6 +117,13 @@ struct BatchRun {
   // reference goes with msg, between batches).
   SocketUniquePtr hold;
   Server* server = nullptr;
+  // The Server's accounting of the chain's commands: one drain count and
+  // one concurrency slot for the whole chain, one metrics update per
+  // message, not per command (CallBatch). Begun with the first message,
+  // joined by each next one, ended once the last one's replies are
+  // queued: Join, which holds off closing the connection while it is
+  // active, so finds every batch of the chain answered.
+  CallBatch batch;
   // The next command of msg to run.
   size_t next = 0;
   // Replies not yet written, in request order.
@@ -124,11 +131,11 @@ struct BatchRun {
   // The running command's call; emplaced afresh for each command.
   std::optional<Controller> cntl;
   IOBuf response;
-  // Per command: the handler's done and the fiber that called ProcessCall
+  // Per command: the handler's done and the fiber that called ProcessBatchedCall
   // race to see who comes second: 0 -> 1 by the first; the second runs the
   // chain on. acq_rel: the second sees everything the first wrote (the
   // reply appended, the handler's response). Reset (relaxed) by the chain
-  // before each ProcessCall: the closure that reaches the handler's done
+  // before each ProcessBatchedCall: the closure that reaches the handler's done
   // is made after it, and the handler's hand-off of its done to another
   // fiber orders the reset before that fiber's exchange.
   std::atomic<int> phase{0};
@@ -139,6 +146,9 @@ struct BatchRun {
 void Flush(BatchRun* run, bool close_after) {
   RedisConnection* const conn = run->conn;
   Socket* const s = run->hold.get();
+  // Before the write: a client that read a reply finds its command in the
+  // metrics.
+  run->server->RecordBatch(&run->batch);
   if (close_after) conn->closed = true;
   if (!run->out.empty()) {
     const int64_t limit = client_output_limit();
@@ -200,6 +210,7 @@ void RunChain(BatchRun* run);
 
 // The handler's done: the reply, then the chain if the caller left.
 void OnCallDone(BatchRun* run) {
+  run->server->EndBatchedCall(&run->batch, *run->cntl);
   AppendReply(run);
   if (run->phase.exchange(1, std::memory_order_acq_rel) == 0) return;  // the caller goes on
   RunChain(run);
@@ -224,8 +235,8 @@ void RunChain(BatchRun* run) {
       run->cntl.emplace();
       run->cntl->set_remote_side(run->hold->remote_side());
       run->phase.store(0, std::memory_order_relaxed);
-      run->server->ProcessCall(c.name, &*run->cntl, c.args, &run->response, run->msg->received_us(),
-                               Closure([run] { OnCallDone(run); }));
+      run->server->ProcessBatchedCall(&run->batch, c.name, &*run->cntl, c.args, &run->response,
+                                      Closure([run] { OnCallDone(run); }));
       if (run->phase.exchange(1, std::memory_order_acq_rel) == 0) return;  // done goes on
       if (run->out.size() >= kMaxBatchBytes) Flush(run, false);
     }
@@ -243,9 +254,15 @@ void RunChain(BatchRun* run) {
     // graceful close then flushes them.
     run->msg.reset();
     RedisMessage* const next = conn->Done();
-    if (next == nullptr) break;
+    if (next == nullptr) {
+      // The replies are queued: Join, which this releases, then closes
+      // the connection gracefully and so writes them.
+      run->server->EndBatch(&run->batch);
+      break;
+    }
     run->msg.reset(next);
     run->next = 0;
+    run->server->BeginBatch(&run->batch, next->received_us());
   }
   delete run;
 }
@@ -422,6 +439,7 @@ void ProcessRedisRequest(InputMessageBase* base) {
   run->conn = conn;
   run->hold = std::move(hold);
   run->server = static_cast<Server*>(const_cast<void*>(first->arg()));
+  run->server->BeginBatch(&run->batch, first->received_us());
   RunChain(run);
 }
 
