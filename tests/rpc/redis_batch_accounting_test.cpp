@@ -41,16 +41,21 @@ std::string MetricText(const std::string& name) {
 
 class RedisBatchAccountingTest : public ::testing::Test {
  protected:
-  // Starts the server with the redis commands, "fail" (fails its call,
-  // which the protocol answers -ERR) and "block" (suspends its fiber until
+  // Starts the server with the redis commands, "fail" (appends, then
+  // fails its call: the protocol answers -ERR alone), "mute" (appends
+  // nothing: answered an error, not skipped) and "block" (suspends its fiber until
   // release_, then answers +UNBLOCKED; entered_ counts its entries).
   void StartServer(int max_concurrency) {
     ASSERT_EQ(0, AddRedisCommands(&server_, &store_, &info_));
-    ASSERT_EQ(0, server_.AddMethod("fail", [](rpc::Controller* cntl, const IOBuf&, IOBuf*,
-                                              rpc::Closure done) {
+    ASSERT_EQ(0, server_.AddMethod("fail", [](rpc::Controller* cntl, const IOBuf&,
+                                              IOBuf* response, rpc::Closure done) {
+      // Appended, then failed: the error alone is the reply.
+      rpc::redis::AppendStatus(response, "PARTIAL");
       cntl->SetFailed(EINVAL, "failed on purpose");
       done();
     }));
+    ASSERT_EQ(0, server_.AddMethod("mute", [](rpc::Controller*, const IOBuf&, IOBuf*,
+                                              rpc::Closure done) { done(); }));
     ASSERT_EQ(0, server_.AddMethod("block", [this](rpc::Controller*, const IOBuf&,
                                                    IOBuf* response, rpc::Closure done) {
       entered_.fetch_add(1, std::memory_order_acq_rel);
@@ -108,6 +113,8 @@ class RedisBatchAccountingTest : public ::testing::Test {
 // A batch's metrics are recorded once, but weigh every command: counts,
 // errors and the latency recorder's count are per command; and they are in
 // before the batch's replies are written (read right after the reply).
+// Methods append to the batch's replies directly: a failed one's output is
+// cut back to its error, an empty one is answered an error in its place.
 TEST_F(RedisBatchAccountingTest, PerMethodCountsCountEveryCommandOfAPipelinedBatch) {
   test::Watchdog dog("redis batch counts", test::kLong);
   StartServer(0);
@@ -120,14 +127,15 @@ TEST_F(RedisBatchAccountingTest, PerMethodCountsCountEveryCommandOfAPipelinedBat
       request += "PING\r\n";
       reply += "+PONG\r\n";
     }
-    request += "SET k v\r\nGET k\r\nFAIL\r\nNOPE\r\nGET k\r\nFAIL\r\n";
+    request += "SET k v\r\nGET k\r\nFAIL\r\nNOPE\r\nGET k\r\nFAIL\r\nMUTE\r\nPING\r\n";
     reply += "+OK\r\n$1\r\nv\r\n-ERR failed on purpose\r\n";
     reply += "-ERR unknown command 'NOPE', with args beginning with: \r\n";
     reply += "$1\r\nv\r\n-ERR failed on purpose\r\n";
+    reply += "-ERR the command produced no reply\r\n+PONG\r\n";
     Send(fd, request);
     ASSERT_EQ(reply, Read(fd, reply.size())) << round;
     // No wait: the counts are recorded before the replies are written.
-    EXPECT_EQ(std::to_string(16 * round), Metric("ping", "count")) << round;
+    EXPECT_EQ(std::to_string(17 * round), Metric("ping", "count")) << round;
     EXPECT_EQ(std::to_string(round), Metric("set", "count")) << round;
     EXPECT_EQ(std::to_string(2 * round), Metric("get", "count")) << round;
     EXPECT_EQ("0", Metric("get", "errors")) << round;
@@ -135,7 +143,7 @@ TEST_F(RedisBatchAccountingTest, PerMethodCountsCountEveryCommandOfAPipelinedBat
     EXPECT_EQ(std::to_string(2 * round), Metric("fail", "errors")) << round;
     // The latency recorder counts successful commands (one sample each,
     // though recorded at once per batch); a failed one records none.
-    EXPECT_EQ(0u, Metric("ping", "latency").rfind("count=" + std::to_string(16 * round) + " ", 0))
+    EXPECT_EQ(0u, Metric("ping", "latency").rfind("count=" + std::to_string(17 * round) + " ", 0))
         << round << ": " << Metric("ping", "latency");
     EXPECT_EQ(0u, Metric("get", "latency").rfind("count=" + std::to_string(2 * round) + " ", 0))
         << round << ": " << Metric("get", "latency");

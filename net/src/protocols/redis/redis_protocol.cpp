@@ -126,15 +126,18 @@ struct BatchRun {
   CallBatch batch;
   // The next command of msg to run.
   size_t next = 0;
-  // Replies not yet written, in request order.
+  // Replies not yet written, in request order. The running command's
+  // method appends its reply here directly (its response is out itself:
+  // no IOBuf per reply to append and clear); reply_start is where that
+  // reply begins, so a failed call's partial output is cut off again.
   IOBuf out;
+  size_t reply_start = 0;
   // The running command's call; emplaced afresh for each command.
   std::optional<Controller> cntl;
-  IOBuf response;
   // Per command: the handler's done and the fiber that called ProcessBatchedCall
   // race to see who comes second: 0 -> 1 by the first; the second runs the
   // chain on. acq_rel: the second sees everything the first wrote (the
-  // reply appended, the handler's response). Reset (relaxed) by the chain
+  // reply the handler appended). Reset (relaxed) by the chain
   // before each ProcessBatchedCall: the closure that reaches the handler's done
   // is made after it, and the handler's hand-off of its done to another
   // fiber orders the reset before that fiber's exchange.
@@ -184,11 +187,13 @@ void Flush(BatchRun* run, bool close_after) {
   }
 }
 
-// Appends the running command's reply (its response, or its error as
-// Redis words it) to the batch's replies. Chain role.
+// Completes the running command's reply in the batch's replies (what its
+// method appended, or its error as Redis words it). Chain role.
 void AppendReply(BatchRun* run) {
   Controller& cntl = *run->cntl;
   if (cntl.Failed()) {
+    // Whatever the method appended before failing is not its reply.
+    run->out.pop_back(run->out.size() - run->reply_start);
     if (cntl.ErrorCode() == ENOMETHOD) {
       RedisArgs args;
       args.Parse(run->msg->commands[run->next - 1].args);
@@ -196,13 +201,10 @@ void AppendReply(BatchRun* run) {
     } else {
       AppendError(&run->out, "ERR " + cntl.ErrorText());
     }
-  } else if (run->response.empty()) {
+  } else if (run->out.size() == run->reply_start) {
     // A method that appended nothing would shift every later reply onto
     // the wrong command: answer something.
     AppendError(&run->out, "ERR the command produced no reply");
-  } else {
-    run->out.append(std::move(run->response));
-    run->response.clear();
   }
 }
 
@@ -235,7 +237,10 @@ void RunChain(BatchRun* run) {
       run->cntl.emplace();
       run->cntl->set_remote_side(run->hold->remote_side());
       run->phase.store(0, std::memory_order_relaxed);
-      run->server->ProcessBatchedCall(&run->batch, c.name, &*run->cntl, c.args, &run->response,
+      // Nothing else touches out until this command's done (Flush runs
+      // only between commands, in the chain).
+      run->reply_start = run->out.size();
+      run->server->ProcessBatchedCall(&run->batch, c.name, &*run->cntl, c.args, &run->out,
                                       Closure([run] { OnCallDone(run); }));
       if (run->phase.exchange(1, std::memory_order_acq_rel) == 0) return;  // done goes on
       if (run->out.size() >= kMaxBatchBytes) Flush(run, false);
