@@ -117,8 +117,9 @@ struct ServerOptions {
   // this long are closed gracefully. -1 (default): never.
   int idle_timeout_sec = -1;
   // Calls running at once, over all methods and connections; a call beyond
-  // it is answered ELIMIT without running its handler. 0 (default):
-  // unlimited.
+  // it is answered ELIMIT without running its handler. A batch of calls
+  // that run one after another (CallBatch: redis' pipelined commands of a
+  // connection) counts as one. 0 (default): unlimited.
   int max_concurrency = 0;
   // Open connections; past it a new connection is accepted and closed at
   // once. 0 (default): unlimited.
@@ -184,8 +185,9 @@ class Server {
     ids->clear();
     if (acceptor_ != nullptr) acceptor_->ListConnections(ids);
   }
-  // Calls whose handler was entered and whose done has not finished yet
-  // (what max_concurrency bounds).
+  // Calls whose handler was entered and whose done has not finished yet,
+  // a batch counting as one from its first such call to EndBatch (what
+  // max_concurrency bounds).
   int64_t calls_in_flight() const { return calls_in_flight_.load(std::memory_order_relaxed); }
   const ServerOptions& options() const { return options_; }
 
