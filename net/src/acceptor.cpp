@@ -173,6 +173,13 @@ void Acceptor::MaybeFinishStopLocked() {
   }
 }
 
+SocketId Acceptor::listening_id() const {
+  bthread_mutex_lock(&map_mutex_);
+  const SocketId id = acception_id_;
+  bthread_mutex_unlock(&map_mutex_);
+  return id;
+}
+
 size_t Acceptor::ConnectionCount() const {
   bthread_mutex_lock(&map_mutex_);
   const size_t n = socket_map_.size();

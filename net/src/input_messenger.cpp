@@ -410,12 +410,17 @@ void InputMessenger::OnNewMessages(Socket* m) {
     if (batch != nullptr) {
       // The fibers run here first, with no wake-up: for short handlers
       // (the common case) waking another worker costs more than it saves,
-      // and takes a CPU the peer may need. Those still queued afterwards
-      // (this fiber was stolen, or ran behind others) get their wake-up
-      // now; a backlog that outlasts that is the worker monitor's (it wakes
-      // a parked worker for a queue that stays crowded between two ticks).
-      sched::yield_quietly();
-      if (num_fibers > 0) sched::flush_nosignal_if_queued();
+      // and takes a CPU the peer may need. Back here on the same worker
+      // they have all been taken (run here or stolen), so none is woken
+      // for; if nothing let this fiber yield, or it was stolen, those
+      // still queued get their wake-up now. A backlog that outlasts that
+      // is the worker monitor's (it wakes a parked worker for a queue that
+      // stays crowded between two ticks).
+      if (num_fibers > 0) {
+        sched::yield_quietly_then_flush(static_cast<uint32_t>(num_fibers));
+      } else {
+        sched::yield_quietly();
+      }
       num_fibers = 0;
       m->EndWriteBatch(batch);
       batch = nullptr;

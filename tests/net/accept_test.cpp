@@ -249,6 +249,28 @@ TEST(AcceptTest, StartsAgainAfterStop) {
   }
 }
 
+// listening_id() may be read from any thread while the acceptor starts
+// and stops (Server::Stop reads it): before it took the lock, TSan
+// reported the read racing StartAccept's write of the id.
+TEST(AcceptTest, ListeningIdIsReadableWhileStartingAndStopping) {
+  Acceptor a(EchoOnMessages);
+  std::atomic<bool> done{false};
+  std::thread reader([&] {
+    while (!done.load()) {
+      const weft::SocketId id = a.listening_id();
+      (void)id;
+    }
+  });
+  for (int round = 0; round < 5; ++round) {
+    ASSERT_NE(0, StartEcho(&a));
+    EXPECT_NE(weft::INVALID_SOCKET_ID, a.listening_id());
+    StopWithin(&a, kLong);
+    EXPECT_EQ(weft::INVALID_SOCKET_ID, a.listening_id());
+  }
+  done.store(true);
+  reader.join();
+}
+
 // Stopping while clients keep connecting and talking: StopAccept returns,
 // every socket recycles, nobody is left hanging.
 TEST(AcceptTest, StopWhileClientsAreBusy) {

@@ -52,6 +52,18 @@ rc=$?
 "$bin" frobnicate >/dev/null 2>&1
 [ $? = 2 ] || fail "bad mode did not exit 2"
 
+# Callers it cannot start (a fiber cap below --concurrency): the client
+# says so and exits 1 after the callers it did start have stopped (they
+# use its stack: returning under them crashed or hung).
+start_server
+"$bin" client --server "127.0.0.1:$port" --concurrency 64 --duration 5 --weft_max_fibers=16 \
+  >"$work/capped.out" 2>"$work/capped.err"
+rc=$?
+[ "$rc" = 1 ] || fail "fiber-capped client exited $rc: $(cat "$work/capped.err")"
+grep -q 'cannot start a caller fiber' "$work/capped.err" || fail "capped: $(cat "$work/capped.err")"
+kill -TERM "$server_pid"
+wait "$server_pid"
+
 # Killed mid-run: errors are counted, the client ends near --duration.
 start_server
 "$bin" client --server "127.0.0.1:$port" --concurrency 8 --duration 3 >"$work/killed.out" &

@@ -144,7 +144,9 @@ struct alignas(64) CallerStats {
 struct LoadState {
   Channel* channel = nullptr;
   std::string payload;
-  int64_t end_us = 0;
+  // Read by every caller each call; set once before they start (or to 0
+  // to stop them early). Relaxed: a deadline, no data hangs on it.
+  std::atomic<int64_t> end_us{0};
   std::vector<std::unique_ptr<CallerStats>> callers;
 
   std::array<uint64_t, LatencyHistogram::kBuckets> ok() const {
@@ -191,7 +193,7 @@ void* caller_fiber(void* arg) {
   req.append(st->payload);
   // Two clock reads per call: the call's start, which is also the loop's
   // time check, and its end.
-  for (int64_t t0 = now_us(); t0 < st->end_us; t0 = now_us()) {
+  for (int64_t t0 = now_us(); t0 < st->end_us.load(std::memory_order_relaxed); t0 = now_us()) {
     IOBuf resp;
     Controller cntl;
     st->channel->CallMethod("echo", &cntl, req, &resp, nullptr);
@@ -229,7 +231,7 @@ int run_client(const std::string& server, const std::string& connection_type, in
   st.channel = &channel;
   st.payload.assign(static_cast<size_t>(payload), 'e');
   const int64_t start_us = now_us();
-  st.end_us = start_us + static_cast<int64_t>(duration_s * 1e6);
+  st.end_us.store(start_us + static_cast<int64_t>(duration_s * 1e6), std::memory_order_relaxed);
   std::vector<bthread_t> tids(static_cast<size_t>(concurrency));
   std::vector<Caller> callers(static_cast<size_t>(concurrency));
   for (size_t i = 0; i < tids.size(); ++i) {
@@ -239,6 +241,10 @@ int run_client(const std::string& server, const std::string& connection_type, in
   for (size_t i = 0; i < tids.size(); ++i) {
     if (bthread_start_background(&tids[i], nullptr, caller_fiber, &callers[i]) != 0) {
       fprintf(stderr, "weft-echo: cannot start a caller fiber\n");
+      // The callers already started use st, callers and the channel, all
+      // on this stack: end their loop and wait for them before returning.
+      st.end_us.store(0, std::memory_order_relaxed);
+      for (size_t j = 0; j < i; ++j) bthread_join(tids[j], nullptr);
       return 1;
     }
   }
@@ -247,7 +253,7 @@ int run_client(const std::string& server, const std::string& connection_type, in
   int64_t prev_calls = 0, prev_us = start_us;
   for (int second = 1;; ++second) {
     const int64_t next_us = start_us + second * 1000000LL;
-    if (next_us > st.end_us) break;
+    if (next_us > st.end_us.load(std::memory_order_relaxed)) break;
     while (now_us() < next_us)
       usleep(static_cast<useconds_t>(
           std::min<int64_t>(100000, std::max<int64_t>(1, next_us - now_us()))));

@@ -108,7 +108,7 @@ int bthread_stopped(bthread_t tid);
 int bthread_interrupt(bthread_t tid);
 
 // Number of worker pthreads that run fibers (--weft_concurrency, default the
-// core count).
+// number of CPUs in the process's affinity mask).
 int bthread_getconcurrency(void);
 
 // Raises the worker count to `num` (may be called before or after the

@@ -48,10 +48,12 @@ inline bool cpus_scarce() {
 // anyway may still take it. Returns at once when nothing else is ready.
 void yield_quietly();
 
-// bthread_flush for fibers started with BTHREAD_NOSIGNAL, but waking only
-// for those still queued on this worker: after a yield_quietly ran them,
-// a wake-up would bring another worker to an empty queue.
-void flush_nosignal_if_queued();
+// yield_quietly, then bthread_flush for the `started` fibers the caller
+// queued with BTHREAD_NOSIGNAL before the call, waking only for those that
+// may still wait: none when the caller resumes on its worker (the queue is
+// FIFO: they ran or were stolen while it waited behind them), else as many
+// as are queued where it resumed. From a pthread: bthread_flush.
+void yield_quietly_then_flush(uint32_t started);
 
 }  // namespace weft::sched
 

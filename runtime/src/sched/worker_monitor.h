@@ -16,7 +16,10 @@
 //
 // When every worker is parked the monitor sleeps on a futex; the first
 // worker to leave the idle list wakes it (worker_unparked), so an idle
-// runtime costs no CPU.
+// runtime costs no CPU. With a single worker nothing can be stranded: the
+// monitor then only looks for stalls, on a slow tick (at most 50 ms, a
+// quarter of the warning's threshold), and never parks, so the worker's
+// unparks wake nobody.
 #ifndef WEFT_SCHED_WORKER_MONITOR_H_
 #define WEFT_SCHED_WORKER_MONITOR_H_
 
@@ -38,6 +41,10 @@ void start_worker_monitor(TaskControl* c);
 // Called by a worker that left the idle list (woken, or its re-check found
 // work): wakes the monitor if it sleeps because every worker was parked.
 void worker_unparked();
+
+// Called after workers were added at run time: a monitor that slept for
+// the lone worker starts its stranding ticks.
+void workers_added();
 
 // Stall episodes reported so far (the weft_worker_stalls metric).
 uint64_t worker_stalls();

@@ -63,7 +63,9 @@ class Acceptor : public InputMessenger {
 
   size_t ConnectionCount() const;
   void ListConnections(std::vector<SocketId>* ids) const;
-  SocketId listening_id() const { return acception_id_; }
+  // The listening socket (INVALID_SOCKET_ID before StartAccept and once
+  // stopped). Any thread: read under the lock that Stop's end writes it in.
+  SocketId listening_id() const;
   void* arg() const { return arg_; }
 
   // The listening socket's reading callback.
