@@ -47,8 +47,8 @@ class RedisBatchAccountingTest : public ::testing::Test {
   // release_, then answers +UNBLOCKED; entered_ counts its entries).
   void StartServer(int max_concurrency) {
     ASSERT_EQ(0, AddRedisCommands(&server_, &store_, &info_));
-    ASSERT_EQ(0, server_.AddMethod("fail", [](rpc::Controller* cntl, const IOBuf&,
-                                              IOBuf* response, rpc::Closure done) {
+    ASSERT_EQ(0, server_.AddMethod("fail", [](rpc::Controller* cntl, const IOBuf&, IOBuf* response,
+                                              rpc::Closure done) {
       // Appended, then failed: the error alone is the reply.
       rpc::redis::AppendStatus(response, "PARTIAL");
       cntl->SetFailed(EINVAL, "failed on purpose");
@@ -56,8 +56,8 @@ class RedisBatchAccountingTest : public ::testing::Test {
     }));
     ASSERT_EQ(0, server_.AddMethod("mute", [](rpc::Controller*, const IOBuf&, IOBuf*,
                                               rpc::Closure done) { done(); }));
-    ASSERT_EQ(0, server_.AddMethod("block", [this](rpc::Controller*, const IOBuf&,
-                                                   IOBuf* response, rpc::Closure done) {
+    ASSERT_EQ(0, server_.AddMethod("block", [this](rpc::Controller*, const IOBuf&, IOBuf* response,
+                                                   rpc::Closure done) {
       entered_.fetch_add(1, std::memory_order_acq_rel);
       for (int i = 0; i < 20000 && !release_.load(std::memory_order_acquire); ++i) {
         bthread_usleep(1000);
