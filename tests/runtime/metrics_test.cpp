@@ -77,6 +77,21 @@ TEST(MetricsTest, LatencyRecorderStatistics) {
   EXPECT_LE(lat.percentile(0.999), 1000);
 }
 
+// record(us, n) weighs as n calls of record(us): a batch of calls recorded
+// at once counts every call (count, average and percentiles).
+TEST(MetricsTest, AWeightedRecordCountsAsThatManySamples) {
+  weft::LatencyRecorder lat("test_latency_weighted");
+  lat.record(100, 9);
+  lat.record(1000);
+  lat.record(5, 0);  // nothing
+  EXPECT_EQ(10, lat.count());
+  EXPECT_EQ(190, lat.average());
+  EXPECT_EQ(1000, lat.max());
+  EXPECT_NEAR(100, lat.percentile(0.5), 13);
+  EXPECT_NEAR(100, lat.percentile(0.9), 13);
+  EXPECT_NEAR(1000, lat.percentile(0.99), 130);
+}
+
 TEST(MetricsTest, DumpIsSortedAndHasTheRuntimeMetrics) {
   bthread_t tid;
   ASSERT_EQ(0, bthread_start_background(&tid, nullptr, [](void*) -> void* { return nullptr; },

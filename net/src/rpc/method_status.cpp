@@ -32,14 +32,12 @@ void MethodStatus::OnStart() {
   }
 }
 
-void MethodStatus::OnEnd(int error_code, int64_t latency_us, bool started) {
-  if (started) running_.fetch_sub(1, std::memory_order_relaxed);
-  if (count_) count_->add(1);
-  if (error_code != 0) {
-    if (errors_) errors_->add(1);
-  } else if (latency_) {
-    latency_->record(latency_us);
-  }
+void MethodStatus::Record(int64_t calls, int64_t errors, int64_t latency_us) {
+  if (count_) count_->add(calls);
+  if (errors > 0 && errors_) errors_->add(errors);
+  // Only successful calls have a latency worth keeping (a refusal's is
+  // the time to say no).
+  if (calls > errors && latency_) latency_->record(latency_us, calls - errors);
 }
 
 }  // namespace weft::rpc::internal

@@ -31,7 +31,16 @@ class MethodStatus {
   // A call of this method entered its handler. Any thread.
   void OnStart();
   // A call ended (handler's done, or refused with error_code). Any thread.
-  void OnEnd(int error_code, int64_t latency_us, bool started);
+  void OnEnd(int error_code, int64_t latency_us, bool started) {
+    if (started) OnLeave();
+    Record(1, error_code != 0 ? 1 : 0, latency_us);
+  }
+  // A call that OnStart counted as running no longer is. Any thread.
+  void OnLeave() { running_.fetch_sub(1, std::memory_order_relaxed); }
+  // `calls` calls ended, `errors` of them failed; the others took
+  // latency_us each (a batch's calls share one figure, see CallBatch).
+  // Any thread.
+  void Record(int64_t calls, int64_t errors, int64_t latency_us);
 
   int64_t count() const { return count_ ? count_->value() : 0; }
   int64_t errors() const { return errors_ ? errors_->value() : 0; }

@@ -115,6 +115,9 @@ size_t Server::connection_count() const {
 }
 
 void Server::Stop() {
+  int64_t never = INT64_MAX;
+  stop_us_.compare_exchange_strong(never, base::monotonic_ns() / 1000, std::memory_order_release,
+                                   std::memory_order_relaxed);
   int s = RUNNING;
   // acq_rel RMW: pairs with ProcessCall's fetch_or (see there).
   if (!status_.compare_exchange_strong(s, STOPPING, std::memory_order_acq_rel)) return;
@@ -156,12 +159,11 @@ void Server::ProcessCall(std::string_view method, Controller* cntl, const IOBuf&
   if (status_.fetch_or(0, std::memory_order_acq_rel) != RUNNING) {
     cntl->SetFailed(ELOGOFF, "the server is stopping");
   } else {
-    auto it = methods_.find(method);
-    if (it == methods_.end()) {
+    m = FindMethod(method);
+    if (m == nullptr) {
       cntl->SetFailed(ENOMETHOD, "no method named '%.*s'", static_cast<int>(method.size()),
                       method.data());
     } else {
-      m = it->second.get();
       const int64_t limit = options_.max_concurrency;
       const int64_t running = calls_in_flight_.fetch_add(1, std::memory_order_relaxed);
       if (limit > 0 && running >= limit) {
@@ -183,6 +185,11 @@ void Server::ProcessCall(std::string_view method, Controller* cntl, const IOBuf&
   EndCall(m, cntl, received_us, false, &done);
 }
 
+MethodStatus* Server::FindMethod(std::string_view name) const {
+  auto it = methods_.find(name);
+  return it == methods_.end() ? nullptr : it->second.get();
+}
+
 void Server::EndCall(MethodStatus* m, Controller* cntl, int64_t received_us,
                      bool counted_concurrency, Closure* done) {
   const int64_t latency_us = base::monotonic_ns() / 1000 - received_us;
@@ -194,6 +201,131 @@ void Server::EndCall(MethodStatus* m, Controller* cntl, int64_t received_us,
   CountdownEvent* const drained = &drained_;
   (*done)();
   drained->signal();
+}
+
+// ---- batches (see CallBatch) ----
+
+void Server::BeginBatch(CallBatch* b, int64_t received_us) {
+  if (b->active_) {
+    // The next message of the same run: its calls join the batch, unless
+    // it was read after a Stop (see CallBatch): then the batch ends, which
+    // may let Join in, and this one begins afresh.
+    if (status_.load(std::memory_order_acquire) == RUNNING ||
+        received_us <= stop_us_.load(std::memory_order_acquire)) {
+      RecordBatch(b);
+      b->received_us_ = received_us;
+      return;
+    }
+    // The add_count below follows a signal that may let Join past its
+    // first wait; the Server still lives: the caller's connection holds
+    // off StopAccept, hence Join's return.
+    EndBatch(b);
+  }
+  b->server_ = this;
+  b->active_ = true;
+  b->received_us_ = received_us;
+  b->holds_slot_ = false;
+  b->current_ = -1;
+  drained_.add_count(1);
+  // The RMW that orders this batch against Stop, as in ProcessCall: if it
+  // reads RUNNING, the add_count above happens before Stop's CAS, so Join
+  // waits for EndBatch. Its value is not kept: each call loads the status
+  // again (below), and a batch that read STOPPING here will load it there.
+  (void)status_.fetch_or(0, std::memory_order_acq_rel);
+}
+
+void Server::ProcessBatchedCall(CallBatch* b, std::string_view method, Controller* cntl,
+                                const IOBuf& request, IOBuf* response, Closure done) {
+  b->current_ = -1;
+  // A plain load is enough per call: the batch holds a drain count since
+  // BeginBatch's RMW, so a call that still sees RUNNING is waited for by
+  // Join (and the status never goes back to RUNNING once it left it).
+  if (status_.load(std::memory_order_acquire) != RUNNING) {
+    cntl->SetFailed(ELOGOFF, "the server is stopping");
+    done();
+    return;
+  }
+  int t = b->last_;
+  if (t < 0 || b->tallies_[static_cast<size_t>(t)].method->name() != method) {
+    t = -1;
+    for (size_t i = 0; i < b->tallies_.size(); ++i) {
+      if (b->tallies_[i].method->name() == method) {
+        t = static_cast<int>(i);
+        break;
+      }
+    }
+    if (t < 0) {
+      MethodStatus* const m = FindMethod(method);
+      if (m == nullptr) {
+        cntl->SetFailed(ENOMETHOD, "no method named '%.*s'", static_cast<int>(method.size()),
+                        method.data());
+        done();
+        return;
+      }
+      b->tallies_.push_back(CallBatch::Tally{m, 0, 0, false});
+      t = static_cast<int>(b->tallies_.size() - 1);
+    }
+    b->last_ = t;
+  }
+  b->current_ = t;
+  CallBatch::Tally& tally = b->tallies_[static_cast<size_t>(t)];
+  if (!b->holds_slot_) {
+    // Relaxed, as in ProcessCall: a bound, not a synchronization.
+    const int64_t limit = options_.max_concurrency;
+    const int64_t running = calls_in_flight_.fetch_add(1, std::memory_order_relaxed);
+    if (limit > 0 && running >= limit) {
+      calls_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+      cntl->SetFailed(ELIMIT, "the server reached max_concurrency=%lld",
+                      static_cast<long long>(limit));
+      done();
+      return;
+    }
+    b->holds_slot_ = true;
+  }
+  if (!tally.started) {
+    tally.method->OnStart();
+    tally.started = true;
+  }
+  // The handler's done is the protocol's, which calls EndBatchedCall.
+  tally.method->handler()(cntl, request, response, std::move(done));
+}
+
+void Server::EndBatchedCall(CallBatch* b, const Controller& cntl) {
+  if (b->current_ < 0) return;  // refused before a method was found
+  CallBatch::Tally& tally = b->tallies_[static_cast<size_t>(b->current_)];
+  ++tally.calls;
+  if (cntl.ErrorCode() != 0) ++tally.errors;
+  b->pending_ = true;
+}
+
+void Server::RecordBatch(CallBatch* b) {
+  if (!b->pending_) return;
+  b->pending_ = false;
+  // One clock read for every call ended since the last record (CallBatch).
+  const int64_t latency_us = base::monotonic_ns() / 1000 - b->received_us_;
+  for (CallBatch::Tally& tally : b->tallies_) {
+    if (tally.calls == 0) continue;
+    tally.method->Record(tally.calls, tally.errors, latency_us);
+    tally.calls = 0;
+    tally.errors = 0;
+  }
+}
+
+void Server::EndBatch(CallBatch* b) {
+  RecordBatch(b);
+  for (CallBatch::Tally& tally : b->tallies_) {
+    if (tally.started) tally.method->OnLeave();
+  }
+  // The methods are kept out of the next batch's tallies: their OnStart is
+  // per batch. The vector keeps its capacity.
+  b->tallies_.clear();
+  b->last_ = -1;
+  b->current_ = -1;
+  if (b->holds_slot_) calls_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+  b->holds_slot_ = false;
+  b->active_ = false;
+  // Last: after it Join may return and the Server be destroyed.
+  drained_.signal();
 }
 
 }  // namespace weft::rpc

@@ -78,7 +78,11 @@ class LatencyRecorder : public Metric {
   explicit LatencyRecorder(std::string name);
   ~LatencyRecorder() override;
 
-  void record(int64_t us);
+  void record(int64_t us) { record(us, 1); }
+  // Records `n` samples of `us` at once (n > 0): count, sum and the
+  // percentiles weigh them as n calls of record(us), for one shared clock
+  // read and one set of updates (a batch of calls that ended together).
+  void record(int64_t us, int64_t n);
   int64_t count() const;
   int64_t average() const;
   int64_t max() const;

@@ -307,7 +307,8 @@ LatencyRecorder::LatencyRecorder(std::string name)
 
 LatencyRecorder::~LatencyRecorder() { delete window_; }
 
-void LatencyRecorder::record(int64_t us) {
+void LatencyRecorder::record(int64_t us, int64_t n) {
+  if (n <= 0) return;
   if (us < 0) us = 0;
   const int64_t now = base::monotonic_ns() / 1000000000;
   Window::Slot& slot = window_->slots[now % kSlots];
@@ -323,12 +324,12 @@ void LatencyRecorder::record(int64_t us) {
     }
   }
   Window::Shard& sh = slot.shards[shard_of_thread()];
-  sh.count.fetch_add(1, std::memory_order_relaxed);
-  sh.sum.fetch_add(us, std::memory_order_relaxed);
+  sh.count.fetch_add(n, std::memory_order_relaxed);
+  sh.sum.fetch_add(us * n, std::memory_order_relaxed);
   int64_t m = sh.max.load(std::memory_order_relaxed);
   while (us > m && !sh.max.compare_exchange_weak(m, us, std::memory_order_relaxed)) {
   }
-  sh.buckets[bucket_of(us)].fetch_add(1, std::memory_order_relaxed);
+  sh.buckets[bucket_of(us)].fetch_add(n, std::memory_order_relaxed);
 }
 
 int64_t LatencyRecorder::count() const {

@@ -2,11 +2,13 @@
 // through weft::rpc, without knowing the protocol's internals.
 //
 // Serving: a Server speaking the "redis" protocol hands each command to
-// Server::ProcessCall under its lower-cased name (arg 0): register one
+// Server::ProcessBatchedCall under its lower-cased name (arg 0): register one
 // method per command ("get", "set", ...). The method's request holds the
 // command's arguments, arg 0 included, encoded for RedisArgs; the method
 // appends exactly one RESP reply to *response with the Append* writers
-// below (or fails cntl, which the protocol turns into "-ERR <text>").
+// below (or fails cntl, which the protocol turns into "-ERR <text>",
+// dropping what it appended). *response may already hold the replies of
+// the commands before it: append to it, never read, cut or clear it.
 // Unknown commands are answered as Redis answers them.
 //
 // Calling: a Channel on the "redis" protocol sends a request built with

@@ -46,13 +46,80 @@ namespace internal {
 class MethodStatus;
 }
 
+class Server;
+
+// The accounting of a batch: calls that one message of an in_order
+// protocol carries and that run one after another (redis: the pipelined
+// commands of one read), or several such messages of one connection run
+// back to back (BeginBatch again before EndBatch: the next message's calls
+// join the batch). Per-call accounting (the drain count, the concurrency
+// slot, the clock reads and the metrics' shared counters) is taken once
+// per batch instead of once per call:
+//  - the drain count (Join waits for it) is held from BeginBatch to
+//    EndBatch, so Join waits for the whole batch, and its replies are
+//    queued before Join closes the connection. A message joining a batch
+//    after a Stop continues it only if it was read before the Stop (so
+//    what was read before the Stop is answered, every reply written);
+//    a later one starts afresh, which lets Join in between: a client that
+//    keeps sending cannot hold Join off;
+//  - the stop is still checked per call (a plain load: the drain count is
+//    already held), so calls after a Stop are refused ELOGOFF as before;
+//  - max_concurrency: the batch takes one slot at its first call that runs
+//    a handler and keeps it to EndBatch. Its calls run one at a time, so
+//    that is the number of its calls running at once; a call that finds no
+//    slot free is refused ELIMIT, and the next call tries again;
+//  - per-method counts and errors count every call; latency is recorded
+//    at RecordBatch, one clock read for the calls ended since the last
+//    one, each taking (now - received_us of its message): from the read to its
+//    reply being ready to write, exact for the last call of the group and
+//    an upper bound for the others by at most the group's run time. They
+//    are weighted per call (count and percentiles count calls);
+//  - a method's max_concurrency metric counts a batch as one call of each
+//    method it ran, from that method's first call in the batch to its end.
+// Used by one fiber at a time (the one running the batch, handed over with
+// the happens-before that orders the protocol's own state). Reusable for
+// the next batch once EndBatch returned.
+class CallBatch {
+ public:
+  CallBatch() = default;
+  CallBatch(const CallBatch&) = delete;
+  CallBatch& operator=(const CallBatch&) = delete;
+
+ private:
+  friend class Server;
+  struct Tally {
+    internal::MethodStatus* method;
+    // Calls ended (and failed) since the last RecordBatch.
+    int64_t calls;
+    int64_t errors;
+    // OnStart ran for this batch (OnLeave due at EndBatch).
+    bool started;
+  };
+  Server* server_ = nullptr;
+  // Between BeginBatch and EndBatch (holds a drain count).
+  bool active_ = false;
+  int64_t received_us_ = 0;
+  // Holds one of calls_in_flight_ (see above).
+  bool holds_slot_ = false;
+  // The tally of the running call's method; -1 for a refused call with no
+  // method (ELOGOFF before the lookup, ENOMETHOD).
+  int current_ = -1;
+  // The tally of the last method looked up: a pipeline of one command
+  // finds it with one comparison, not a map lookup.
+  int last_ = -1;
+  // The methods of this batch (a handful; capacity kept across batches).
+  std::vector<Tally> tallies_;
+  bool pending_ = false;  // some tally has calls to record
+};
+
 struct ServerOptions {
   // Connections with no activity (a complete message read or a write) for
   // this long are closed gracefully. -1 (default): never.
   int idle_timeout_sec = -1;
   // Calls running at once, over all methods and connections; a call beyond
-  // it is answered ELIMIT without running its handler. 0 (default):
-  // unlimited.
+  // it is answered ELIMIT without running its handler. A batch of calls
+  // that run one after another (CallBatch: redis' pipelined commands of a
+  // connection) counts as one. 0 (default): unlimited.
   int max_concurrency = 0;
   // Open connections; past it a new connection is accepted and closed at
   // once. 0 (default): unlimited.
@@ -118,8 +185,9 @@ class Server {
     ids->clear();
     if (acceptor_ != nullptr) acceptor_->ListConnections(ids);
   }
-  // Calls whose handler was entered and whose done has not finished yet
-  // (what max_concurrency bounds).
+  // Calls whose handler was entered and whose done has not finished yet,
+  // a batch counting as one from its first such call to EndBatch (what
+  // max_concurrency bounds).
   int64_t calls_in_flight() const { return calls_in_flight_.load(std::memory_order_relaxed); }
   const ServerOptions& options() const { return options_; }
 
@@ -132,6 +200,32 @@ class Server {
   // *response from `done`. Any fiber; may suspend only if the handler does.
   void ProcessCall(std::string_view method, Controller* cntl, const IOBuf& request, IOBuf* response,
                    int64_t received_us, Closure done);
+
+  // ---- for in_order protocols running a message's calls in sequence ----
+  // (see CallBatch). A batch is BeginBatch, then per call
+  // ProcessBatchedCall and, from that call's done, EndBatchedCall; then
+  // RecordBatch before writing replies (so a client that read a reply sees
+  // its call counted) and EndBatch once the replies are queued on the
+  // connection (after it the Server may be gone: Join waits for it).
+  //
+  // Begins batch b of a message received at received_us; on an active b,
+  // records its calls so far (RecordBatch) and goes on with the next
+  // message's calls in it (the drain count and the slot stay held). Any
+  // fiber.
+  void BeginBatch(CallBatch* b, int64_t received_us);
+  // Runs one call of b as ProcessCall does (refusals: ELOGOFF, ELIMIT,
+  // ENOMETHOD), except that `done` goes to the handler as it is (no
+  // wrapper) and cntl->latency_us() is not set. `done` runs exactly once
+  // and must call EndBatchedCall(b, *cntl) before the batch's next call.
+  void ProcessBatchedCall(CallBatch* b, std::string_view method, Controller* cntl,
+                          const IOBuf& request, IOBuf* response, Closure done);
+  // The call ProcessBatchedCall ran ended (cntl has its error, if any).
+  void EndBatchedCall(CallBatch* b, const Controller& cntl);
+  // Records the metrics of b's calls ended since the last RecordBatch.
+  void RecordBatch(CallBatch* b);
+  // RecordBatch, then releases b's concurrency slot and its drain count
+  // (the last touch of the Server). b may begin the next batch.
+  void EndBatch(CallBatch* b);
 
  private:
   enum Status { READY, RUNNING, STOPPING, STOPPED };
@@ -150,6 +244,9 @@ class Server {
   bthread_mutex_t join_mutex_;
   ServerOptions options_;
   EndPoint listen_address_;
+  // The method called `name`, or nullptr.
+  internal::MethodStatus* FindMethod(std::string_view name) const;
+
   // Immutable after Start (read without a lock by ProcessCall).
   std::map<std::string, std::unique_ptr<internal::MethodStatus>, std::less<>> methods_;
   std::unique_ptr<Acceptor> acceptor_;
@@ -157,6 +254,11 @@ class Server {
   // and calls_in_flight. Relaxed increments are enough for the limit (it
   // is a bound, not a synchronization); the drain uses drained_.
   std::atomic<int64_t> calls_in_flight_{0};
+  // When Stop first ran (monotonic us; INT64_MAX before): BeginBatch
+  // continues a batch after a Stop only for messages read before it.
+  // Written before Stop's CAS, read after a load that saw STOPPING; a
+  // stale INT64_MAX only continues one batch more.
+  std::atomic<int64_t> stop_us_{INT64_MAX};
   // 1 (the Server's own count) + calls begun and not ended. Join drops its
   // own count and waits for 0. CountdownEvent::signal touches nothing of
   // the event after its subtraction, so a call's end may race with Join

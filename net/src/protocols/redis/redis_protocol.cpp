@@ -108,7 +108,7 @@ using MessagePtr = std::unique_ptr<RedisMessage, MessageDestroyer>;
 // The running batch of a connection, from its first command to its last
 // reply; reused for the batches that follow in the same chain. Touched by
 // one fiber at a time: the one running the chain, which moves from the
-// caller of ProcessCall to the handler's done when the handler completes
+// caller of ProcessBatchedCall to the handler's done when the handler completes
 // later (phase decides, see there).
 struct BatchRun {
   MessagePtr msg;
@@ -117,18 +117,28 @@ struct BatchRun {
   // reference goes with msg, between batches).
   SocketUniquePtr hold;
   Server* server = nullptr;
+  // The Server's accounting of the chain's commands: one drain count and
+  // one concurrency slot for the whole chain, one metrics update per
+  // message, not per command (CallBatch). Begun with the first message,
+  // joined by each next one, ended once the last one's replies are
+  // queued: Join, which holds off closing the connection while it is
+  // active, so finds every batch of the chain answered.
+  CallBatch batch;
   // The next command of msg to run.
   size_t next = 0;
-  // Replies not yet written, in request order.
+  // Replies not yet written, in request order. The running command's
+  // method appends its reply here directly (its response is out itself:
+  // no IOBuf per reply to append and clear); reply_start is where that
+  // reply begins, so a failed call's partial output is cut off again.
   IOBuf out;
+  size_t reply_start = 0;
   // The running command's call; emplaced afresh for each command.
   std::optional<Controller> cntl;
-  IOBuf response;
-  // Per command: the handler's done and the fiber that called ProcessCall
+  // Per command: the handler's done and the fiber that called ProcessBatchedCall
   // race to see who comes second: 0 -> 1 by the first; the second runs the
   // chain on. acq_rel: the second sees everything the first wrote (the
-  // reply appended, the handler's response). Reset (relaxed) by the chain
-  // before each ProcessCall: the closure that reaches the handler's done
+  // reply the handler appended). Reset (relaxed) by the chain
+  // before each ProcessBatchedCall: the closure that reaches the handler's done
   // is made after it, and the handler's hand-off of its done to another
   // fiber orders the reset before that fiber's exchange.
   std::atomic<int> phase{0};
@@ -139,6 +149,9 @@ struct BatchRun {
 void Flush(BatchRun* run, bool close_after) {
   RedisConnection* const conn = run->conn;
   Socket* const s = run->hold.get();
+  // Before the write: a client that read a reply finds its command in the
+  // metrics.
+  run->server->RecordBatch(&run->batch);
   if (close_after) conn->closed = true;
   if (!run->out.empty()) {
     const int64_t limit = client_output_limit();
@@ -174,11 +187,13 @@ void Flush(BatchRun* run, bool close_after) {
   }
 }
 
-// Appends the running command's reply (its response, or its error as
-// Redis words it) to the batch's replies. Chain role.
+// Completes the running command's reply in the batch's replies (what its
+// method appended, or its error as Redis words it). Chain role.
 void AppendReply(BatchRun* run) {
   Controller& cntl = *run->cntl;
   if (cntl.Failed()) {
+    // Whatever the method appended before failing is not its reply.
+    run->out.pop_back(run->out.size() - run->reply_start);
     if (cntl.ErrorCode() == ENOMETHOD) {
       RedisArgs args;
       args.Parse(run->msg->commands[run->next - 1].args);
@@ -186,13 +201,10 @@ void AppendReply(BatchRun* run) {
     } else {
       AppendError(&run->out, "ERR " + cntl.ErrorText());
     }
-  } else if (run->response.empty()) {
+  } else if (run->out.size() == run->reply_start) {
     // A method that appended nothing would shift every later reply onto
     // the wrong command: answer something.
     AppendError(&run->out, "ERR the command produced no reply");
-  } else {
-    run->out.append(std::move(run->response));
-    run->response.clear();
   }
 }
 
@@ -200,6 +212,7 @@ void RunChain(BatchRun* run);
 
 // The handler's done: the reply, then the chain if the caller left.
 void OnCallDone(BatchRun* run) {
+  run->server->EndBatchedCall(&run->batch, *run->cntl);
   AppendReply(run);
   if (run->phase.exchange(1, std::memory_order_acq_rel) == 0) return;  // the caller goes on
   RunChain(run);
@@ -224,8 +237,11 @@ void RunChain(BatchRun* run) {
       run->cntl.emplace();
       run->cntl->set_remote_side(run->hold->remote_side());
       run->phase.store(0, std::memory_order_relaxed);
-      run->server->ProcessCall(c.name, &*run->cntl, c.args, &run->response, run->msg->received_us(),
-                               Closure([run] { OnCallDone(run); }));
+      // Nothing else touches out until this command's done (Flush runs
+      // only between commands, in the chain).
+      run->reply_start = run->out.size();
+      run->server->ProcessBatchedCall(&run->batch, c.name, &*run->cntl, c.args, &run->out,
+                                      Closure([run] { OnCallDone(run); }));
       if (run->phase.exchange(1, std::memory_order_acq_rel) == 0) return;  // done goes on
       if (run->out.size() >= kMaxBatchBytes) Flush(run, false);
     }
@@ -243,9 +259,15 @@ void RunChain(BatchRun* run) {
     // graceful close then flushes them.
     run->msg.reset();
     RedisMessage* const next = conn->Done();
-    if (next == nullptr) break;
+    if (next == nullptr) {
+      // The replies are queued: Join, which this releases, then closes
+      // the connection gracefully and so writes them.
+      run->server->EndBatch(&run->batch);
+      break;
+    }
     run->msg.reset(next);
     run->next = 0;
+    run->server->BeginBatch(&run->batch, next->received_us());
   }
   delete run;
 }
@@ -422,6 +444,7 @@ void ProcessRedisRequest(InputMessageBase* base) {
   run->conn = conn;
   run->hold = std::move(hold);
   run->server = static_cast<Server*>(const_cast<void*>(first->arg()));
+  run->server->BeginBatch(&run->batch, first->received_us());
   RunChain(run);
 }
 

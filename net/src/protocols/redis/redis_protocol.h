@@ -7,9 +7,10 @@
 // handles a client's query buffer. process_request runs a connection's
 // batches one after another in cut order, and the commands of a batch in
 // request order (a pipelined SET then GET must see the SET, so execution,
-// not only the replies, is ordered), each through Server::ProcessCall
+// not only the replies, is ordered), each through Server::ProcessBatchedCall
 // under the command's lower-cased name (so max_concurrency, the stop and
-// the per-method metrics see every command), appending the replies to one
+// the per-method metrics see every command, with the Server's accounting
+// taken once per batch: weft/rpc/server.h, CallBatch), appending the replies to one
 // buffer written once per batch (or every kMaxBatchBytes). A protocol
 // error is answered after the commands cut before it and then closes the
 // connection, as Redis does; so does QUIT, dropping what follows. A
