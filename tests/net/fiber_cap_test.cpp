@@ -6,11 +6,10 @@
 // never starts it.
 #include <gflags/gflags.h>
 #include <gtest/gtest.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <atomic>
 
+#include "../runtime/test_util.h"
 #include "net_test_util.h"
 #include "weft/bthread.h"
 #include "weft/butex.h"
@@ -21,16 +20,7 @@ DECLARE_int64(weft_max_fibers);
 
 namespace {
 
-// Runs `body` in a child process; returns its exit status, or -1 when it
-// did not exit (it was killed by a signal: SIGABRT for the old abort).
-template <typename F>
-int in_child(F body) {
-  const pid_t pid = fork();
-  if (pid == 0) _exit(body());
-  int status = 0;
-  if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
-  return WEXITSTATUS(status);
-}
+using weft::test::in_child;  // -1 when the child did not exit: the old abort
 
 void* wait_on_butex(void* arg) {
   auto* word = static_cast<std::atomic<int>*>(arg);

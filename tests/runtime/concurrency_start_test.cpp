@@ -13,20 +13,26 @@
 #include <thread>
 
 #include "sched/task_control.h"
+#include "test_util.h"
 #include "weft/bthread.h"
 
 DECLARE_int32(weft_concurrency);
 
 namespace {
 
-// Runs `body` in a child process; returns its exit status (or -1).
-template <typename F>
-int in_child(F body) {
-  const pid_t pid = fork();
-  if (pid == 0) _exit(body());
-  int status = 0;
-  if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
-  return WEXITSTATUS(status);
+using weft::test::in_child;
+
+// Restricts this process to the first CPU of its mask; false on failure.
+bool pin_to_one_cpu() {
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  if (sched_getaffinity(0, sizeof(mask), &mask) != 0) return false;
+  int first = 0;
+  while (!CPU_ISSET(first, &mask)) ++first;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(first, &one);
+  return sched_setaffinity(0, sizeof(one), &one) == 0;
 }
 
 void* noop(void*) { return nullptr; }
@@ -81,15 +87,7 @@ TEST(Concurrency, SetconcurrencyRacingTheStartIsNeverLost) {
 TEST(Concurrency, DefaultWorkersAreTheCpusOfTheAffinityMask) {
   EXPECT_EQ(in_child([] {
               FLAGS_weft_concurrency = 0;
-              cpu_set_t mask;
-              CPU_ZERO(&mask);
-              if (sched_getaffinity(0, sizeof(mask), &mask) != 0) return 2;
-              int first = 0;
-              while (!CPU_ISSET(first, &mask)) ++first;
-              cpu_set_t one;
-              CPU_ZERO(&one);
-              CPU_SET(first, &one);
-              if (sched_setaffinity(0, sizeof(one), &one) != 0) return 3;
+              if (!pin_to_one_cpu()) return 3;
               if (bthread_getconcurrency() != 1) return 1;
               bthread_t tid;
               if (bthread_start_background(&tid, nullptr, noop, nullptr) != 0) return 4;
@@ -111,15 +109,7 @@ TEST(Concurrency, DefaultWorkersAreTheCpusOfTheAffinityMask) {
 TEST(Concurrency, TheFlagOverridesTheAffinityMask) {
   EXPECT_EQ(in_child([] {
               FLAGS_weft_concurrency = 3;
-              cpu_set_t mask;
-              CPU_ZERO(&mask);
-              if (sched_getaffinity(0, sizeof(mask), &mask) != 0) return 2;
-              int first = 0;
-              while (!CPU_ISSET(first, &mask)) ++first;
-              cpu_set_t one;
-              CPU_ZERO(&one);
-              CPU_SET(first, &one);
-              if (sched_setaffinity(0, sizeof(one), &one) != 0) return 3;
+              if (!pin_to_one_cpu()) return 3;
               bthread_t tid;
               if (bthread_start_background(&tid, nullptr, noop, nullptr) != 0) return 4;
               bthread_join(tid, nullptr);

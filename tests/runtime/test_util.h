@@ -2,7 +2,9 @@
 #ifndef WEFT_TESTS_RUNTIME_TEST_UTIL_H_
 #define WEFT_TESTS_RUNTIME_TEST_UTIL_H_
 
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <functional>
@@ -21,6 +23,19 @@ constexpr int kScale = 10;
 #else
 constexpr int kScale = 1;
 #endif
+
+// Runs `body` in a forked child and returns its exit status, or -1 when
+// the child did not exit (killed by a signal, an abort among them). For
+// what happens once per process: the runtime's start, the net layer's
+// lazily started dispatchers.
+template <typename F>
+int in_child(F body) {
+  const pid_t pid = fork();
+  if (pid == 0) _exit(body());
+  int status = 0;
+  if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
+  return WEXITSTATUS(status);
+}
 
 inline timespec realtime_after_ms(int64_t ms) {
   timespec ts;

@@ -163,26 +163,31 @@ void Server::ProcessCall(std::string_view method, Controller* cntl, const IOBuf&
     if (m == nullptr) {
       cntl->SetFailed(ENOMETHOD, "no method named '%.*s'", static_cast<int>(method.size()),
                       method.data());
-    } else {
-      const int64_t limit = options_.max_concurrency;
-      const int64_t running = calls_in_flight_.fetch_add(1, std::memory_order_relaxed);
-      if (limit > 0 && running >= limit) {
-        calls_in_flight_.fetch_sub(1, std::memory_order_relaxed);
-        cntl->SetFailed(ELIMIT, "the server reached max_concurrency=%lld",
-                        static_cast<long long>(limit));
-      } else {
-        m->OnStart();
-        // The handler's done ends the call; the handler may call it from
-        // any fiber or pthread, now or later.
-        m->handler()(cntl, request, response,
-                     Closure([this, m, cntl, received_us, done = std::move(done)]() mutable {
-                       EndCall(m, cntl, received_us, true, &done);
-                     }));
-        return;
-      }
+    } else if (TakeConcurrencySlot(cntl)) {
+      m->OnStart();
+      // The handler's done ends the call; the handler may call it from
+      // any fiber or pthread, now or later.
+      m->handler()(cntl, request, response,
+                   Closure([this, m, cntl, received_us, done = std::move(done)]() mutable {
+                     EndCall(m, cntl, received_us, true, &done);
+                   }));
+      return;
     }
   }
   EndCall(m, cntl, received_us, false, &done);
+}
+
+bool Server::TakeConcurrencySlot(Controller* cntl) {
+  // Relaxed: a bound, not a synchronization.
+  const int64_t limit = options_.max_concurrency;
+  const int64_t running = calls_in_flight_.fetch_add(1, std::memory_order_relaxed);
+  if (limit > 0 && running >= limit) {
+    calls_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+    cntl->SetFailed(ELIMIT, "the server reached max_concurrency=%lld",
+                    static_cast<long long>(limit));
+    return false;
+  }
+  return true;
 }
 
 MethodStatus* Server::FindMethod(std::string_view name) const {
@@ -270,13 +275,7 @@ void Server::ProcessBatchedCall(CallBatch* b, std::string_view method, Controlle
   b->current_ = t;
   CallBatch::Tally& tally = b->tallies_[static_cast<size_t>(t)];
   if (!b->holds_slot_) {
-    // Relaxed, as in ProcessCall: a bound, not a synchronization.
-    const int64_t limit = options_.max_concurrency;
-    const int64_t running = calls_in_flight_.fetch_add(1, std::memory_order_relaxed);
-    if (limit > 0 && running >= limit) {
-      calls_in_flight_.fetch_sub(1, std::memory_order_relaxed);
-      cntl->SetFailed(ELIMIT, "the server reached max_concurrency=%lld",
-                      static_cast<long long>(limit));
+    if (!TakeConcurrencySlot(cntl)) {
       done();
       return;
     }

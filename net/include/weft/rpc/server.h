@@ -246,6 +246,9 @@ class Server {
   EndPoint listen_address_;
   // The method called `name`, or nullptr.
   internal::MethodStatus* FindMethod(std::string_view name) const;
+  // Counts a call in calls_in_flight_; false, with cntl failed with ELIMIT,
+  // when max_concurrency calls already run.
+  bool TakeConcurrencySlot(Controller* cntl);
 
   // Immutable after Start (read without a lock by ProcessCall).
   std::map<std::string, std::unique_ptr<internal::MethodStatus>, std::less<>> methods_;
