@@ -3,11 +3,13 @@
 // runtime whose every worker is held says so.
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <thread>
+#include <vector>
 
 #include "test_util.h"
 #include "weft/bthread.h"
@@ -157,6 +159,38 @@ TEST(NeverStranded, QueuedFiberBehindAFiberThatNeverBlocksIsStolen) {
     ASSERT_EQ(bthread_join(spinner, nullptr), 0);
     ASSERT_TRUE(ok) << "round " << round;
   }
+}
+
+// The monitor runs under SCHED_IDLE, which takes only CPU time nothing
+// else wants. With every CPU of the process held by a normal-policy pthread
+// that never sleeps, it must still get the share CFS gives idle threads and
+// send a thief to a fiber only it can see (queued without a wake-up).
+TEST(NeverStranded, QueuedFiberIsStolenWhileEveryCpuIsBusy) {
+  if (bthread_getconcurrency() < 2) GTEST_SKIP() << "needs an idle worker to run the queued fiber";
+  cpu_set_t mask;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(mask), &mask), 0);
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> hogs;
+  // Bounded on their own too: at most 30 s even if the test body hangs.
+  const auto hog_end = Clock::now() + std::chrono::seconds(30);
+  for (int i = 0; i < CPU_COUNT(&mask); ++i) {
+    hogs.emplace_back([&] {
+      while (!stop.load(std::memory_order_relaxed) && Clock::now() < hog_end) {
+      }
+    });
+  }
+  int rescued = 0;
+  for (int round = 0; round < 5; ++round) {
+    bool ok = false;
+    bthread_t spinner;
+    ASSERT_EQ(bthread_start_background(&spinner, nullptr, spinner_with_unflushed_fiber, &ok), 0);
+    ASSERT_EQ(bthread_join(spinner, nullptr), 0);
+    if (ok) ++rescued;
+  }
+  stop.store(true);
+  for (auto& t : hogs) t.join();
+  EXPECT_EQ(rescued, 5) << "a fiber queued behind a yield-free loop stayed stranded for 3 s "
+                           "while other pthreads kept every CPU busy";
 }
 
 }  // namespace
