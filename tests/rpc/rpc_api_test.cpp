@@ -174,6 +174,70 @@ TEST(Closure, OwnsMoveOnlyStateAndRunsOnce) {
   EXPECT_FALSE(static_cast<bool>(moved));
 }
 
+// Counts the live copies of the state a callable owns, so each test can
+// check that exactly what was made is destroyed (inline or on the heap).
+struct Tracked {
+  static inline int alive = 0;
+  Tracked() { ++alive; }
+  Tracked(const Tracked&) { ++alive; }
+  Tracked(Tracked&&) noexcept { ++alive; }
+  ~Tracked() { --alive; }
+};
+
+TEST(Closure, SmallAndLargeCallablesSurviveMovesAndRunOnce) {
+  int small_runs = 0, large_runs = 0;
+  {
+    Tracked t;
+    Closure small([&small_runs, t] { ++small_runs; });
+    char big[256] = {1};
+    Closure large([&large_runs, t, big] { large_runs += big[0]; });
+    EXPECT_EQ(3, Tracked::alive);
+    Closure small2 = std::move(small);
+    Closure large2 = std::move(large);
+    small = std::move(large2);  // assigning over an empty one
+    EXPECT_EQ(3, Tracked::alive);
+    small2();
+    small();
+    EXPECT_EQ(1, small_runs);
+    EXPECT_EQ(1, large_runs);
+    EXPECT_EQ(1, Tracked::alive);  // only t: each callable was freed after its run
+  }
+  EXPECT_EQ(0, Tracked::alive);
+}
+
+TEST(Closure, AnUnrunClosureFreesWhatItOwns) {
+  {
+    Tracked t;
+    Closure small([t] {});
+    char big[256] = {};
+    Closure large([t, big] { (void)big; });
+    Closure replaced([t] {});
+    replaced = Closure([] {});  // the old callable is destroyed unrun
+    EXPECT_EQ(3, Tracked::alive);
+  }
+  EXPECT_EQ(0, Tracked::alive);
+}
+
+// A reply's last step often frees the object that holds the Closure being
+// run: the callable must not live in that object while it runs.
+TEST(Closure, TheCallableMayDestroyItsOwnHolder) {
+  struct Holder {
+    Closure done;
+    int* seen;
+  };
+  int seen = 0;
+  auto* h = new Holder{nullptr, &seen};
+  Tracked t;
+  h->done = Closure([h, t] {
+    int* out = h->seen;
+    delete h;               // frees the storage this Closure was in
+    *out = Tracked::alive;  // t's copy is still alive here
+  });
+  h->done();
+  EXPECT_EQ(2, seen);
+  EXPECT_EQ(1, Tracked::alive);
+}
+
 TEST(ClosureDeathTest, SecondCallAborts) {
   Closure done([] {});
   done();

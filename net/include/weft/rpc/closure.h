@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <new>
 #include <type_traits>
 #include <utility>
 
@@ -22,18 +23,36 @@ class Closure {
   // Empty, as Closure(): rpc.md writes a synchronous call's done as nullptr.
   Closure(std::nullptr_t) noexcept {}  // NOLINT: implicit on purpose
   // Takes any callable `void()`, copyable or not (e.g. a lambda that owns a
-  // std::unique_ptr).
-  template <typename F, typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, Closure> &&
-                                                    !std::is_same_v<std::decay_t<F>, std::nullptr_t>>>
-  Closure(F&& f)  // NOLINT: implicit, so a lambda can be passed directly
-      : impl_(new Impl<std::decay_t<F>>(std::forward<F>(f))) {}
-  Closure(Closure&&) noexcept = default;
-  Closure& operator=(Closure&&) noexcept = default;
+  // std::unique_ptr). One that fits kInlineBytes and moves without throwing
+  // (a lambda holding a pointer or two) is stored in the Closure itself;
+  // a bigger one on the heap. A protocol's done is made once per call, so
+  // the inline case saves a malloc and a free on every request.
+  template <typename F,
+            typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, Closure> &&
+                                        !std::is_same_v<std::decay_t<F>, std::nullptr_t>>>
+  Closure(F&& f) {  // NOLINT: implicit, so a lambda can be passed directly
+    using T = std::decay_t<F>;
+    if constexpr (kFitsInline<T>) {
+      new (storage_) T(std::forward<F>(f));
+      ops_ = &kInlineOps<T>;
+    } else {
+      *reinterpret_cast<T**>(storage_) = new T(std::forward<F>(f));
+      ops_ = &kHeapOps<T>;
+    }
+  }
+  Closure(Closure&& other) noexcept { TakeFrom(other); }
+  Closure& operator=(Closure&& other) noexcept {
+    if (this != &other) {
+      Reset();
+      TakeFrom(other);
+    }
+    return *this;
+  }
   Closure(const Closure&) = delete;
   Closure& operator=(const Closure&) = delete;
-  ~Closure() = default;
+  ~Closure() { Reset(); }
 
-  explicit operator bool() const { return impl_ != nullptr; }
+  explicit operator bool() const { return ops_ != nullptr; }
 
   // Runs the callable once and frees it (before returning). Any fiber or
   // pthread; suspends only if the callable does. Calling an empty Closure
@@ -42,18 +61,55 @@ class Closure {
   void operator()();
 
  private:
-  struct Base {
-    virtual ~Base() = default;
-    virtual void Run() = 0;
+  static constexpr size_t kInlineBytes = 4 * sizeof(void*);
+
+  // What a stored callable needs, without a virtual base: `move` constructs
+  // at `to` from `from` and ends `from`; `destroy` ends it unrun; `run`
+  // calls it (the caller destroys it afterwards).
+  struct Ops {
+    void (*move)(void* from, void* to) noexcept;
+    void (*destroy)(void* at) noexcept;
+    void (*run)(void* at);
   };
-  template <typename F>
-  struct Impl final : Base {
-    explicit Impl(F&& f) : f_(std::move(f)) {}
-    explicit Impl(const F& f) : f_(f) {}
-    void Run() override { f_(); }
-    F f_;
+
+  template <typename T>
+  static constexpr bool kFitsInline =
+      sizeof(T) <= kInlineBytes &&
+      alignof(T) <= alignof(std::max_align_t) && std::is_nothrow_move_constructible_v<T>;
+
+  template <typename T>
+  static constexpr Ops kInlineOps = {
+      [](void* from, void* to) noexcept {
+        T* f = std::launder(static_cast<T*>(from));
+        new (to) T(std::move(*f));
+        f->~T();
+      },
+      [](void* at) noexcept { std::launder(static_cast<T*>(at))->~T(); },
+      [](void* at) { (*std::launder(static_cast<T*>(at)))(); },
   };
-  std::unique_ptr<Base> impl_;
+
+  // The storage holds a T*: moving copies the pointer.
+  template <typename T>
+  static constexpr Ops kHeapOps = {
+      [](void* from, void* to) noexcept { *static_cast<T**>(to) = *static_cast<T**>(from); },
+      [](void* at) noexcept { delete *static_cast<T**>(at); },
+      [](void* at) { (**static_cast<T**>(at))(); },
+  };
+
+  void TakeFrom(Closure& other) noexcept {
+    if (other.ops_ == nullptr) return;
+    other.ops_->move(other.storage_, storage_);
+    ops_ = other.ops_;
+    other.ops_ = nullptr;
+  }
+  void Reset() noexcept {
+    if (ops_ == nullptr) return;
+    ops_->destroy(storage_);
+    ops_ = nullptr;
+  }
+
+  alignas(std::max_align_t) unsigned char storage_[kInlineBytes];
+  const Ops* ops_ = nullptr;
 };
 
 }  // namespace weft::rpc

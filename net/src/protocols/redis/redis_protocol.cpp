@@ -227,7 +227,7 @@ void RunChain(BatchRun* run) {
     std::vector<RespCommand>& commands = run->msg->commands;
     while (run->next < commands.size() && !conn->closed) {
       RespCommand& c = commands[run->next++];
-      if (c.name == "quit") {
+      if (std::string_view(c.name) == "quit") {
         // Answered by the protocol: OK, then the close, dropping later
         // commands' replies as Redis does.
         AppendStatus(&run->out, "OK");
@@ -379,7 +379,8 @@ ParseResult ParseRequest(IOBuf* source, Socket* socket) {
     }
     const RespRequestParser::Result r = conn->parser.Parse(source, &cmd);
     if (r == RespRequestParser::kNeedMore) break;
-    if (r == RespRequestParser::kOk && (cmd.name == "post" || cmd.name == "host:")) {
+    if (r == RespRequestParser::kOk &&
+        (std::string_view(cmd.name) == "post" || std::string_view(cmd.name) == "host:")) {
       // As redis-server: an HTTP request smuggled at a Redis port (cross
       // protocol scripting) closes the connection without a reply. The
       // commands before it still run, as they would have alone.
