@@ -223,6 +223,41 @@ TEST(HttpParser, UnpairedCrOrLfAnywhereInTheHeadIsRefusedWithItsReason) {
   EXPECT_EQ(HttpRequestParser::kDone, FeedAll(&p, "GET / HTTP/1.1\r\nA: b\r\n\r\n", &buf));
 }
 
+// Heads around --weft_http_max_head_bytes, fed at once, in chunks of 7
+// bytes and one byte at a time: the scan skips runs of ordinary bytes, and
+// a skip must stop at the limit exactly as the byte-by-byte scan would.
+TEST(HttpParser, TheHeadLimitIsTheSameWhateverTheFeedSizes) {
+  const size_t limit = SmallLimits().max_head_bytes;
+  const std::string start = "GET / HTTP/1.1\r\nX: ";
+  for (size_t len = limit - 3; len <= limit + 3; ++len) {
+    const std::string bytes = start + std::string(len - start.size() - 4, 'a') + "\r\n\r\n";
+    ASSERT_EQ(len, bytes.size());
+    HttpRequestParser whole(SmallLimits());
+    IOBuf buf;
+    const HttpRequestParser::Status at_once = FeedAll(&whole, bytes, &buf);
+    if (len <= limit) {
+      EXPECT_EQ(HttpRequestParser::kDone, at_once) << len;
+    }
+    if (len >= limit + 2) {
+      EXPECT_EQ(HttpRequestParser::kError, at_once) << len;
+      EXPECT_EQ(431, whole.error_status()) << len;
+    }
+    for (size_t step : {size_t{7}, size_t{1}}) {
+      HttpRequestParser piecewise(SmallLimits());
+      IOBuf in;
+      HttpRequestParser::Status st = HttpRequestParser::kNeedMore;
+      for (size_t k = 0; k < bytes.size() && st == HttpRequestParser::kNeedMore; k += step) {
+        in.append(bytes.substr(k, step));
+        st = piecewise.Feed(&in);
+      }
+      EXPECT_EQ(at_once, st) << len << " bytes fed " << step << " at a time";
+      if (st == HttpRequestParser::kError) {
+        EXPECT_EQ(whole.error_status(), piecewise.error_status());
+      }
+    }
+  }
+}
+
 // bytes as an IOBuf of two references that are not contiguous in memory,
 // split at `at` (so the head cannot be read in place).
 IOBuf SplitAt(const std::string& bytes, size_t at) {

@@ -2,6 +2,8 @@
 
 #include <string.h>
 
+#include <algorithm>
+
 namespace weft::rpc::http {
 
 namespace {
@@ -170,6 +172,20 @@ HttpRequestParser::Status HttpRequestParser::Feed(IOBuf* source) {
         continue;
       }
       for (size_t j = scanned - base; j < b.size(); ++j) {
+        if (matched == 0) {
+          // After an ordinary byte, ordinary bytes change nothing but the
+          // count: skip the run of them up to the next CR or LF (or the
+          // limit's byte) instead of stepping the state per byte.
+          const size_t stop = std::min(b.size(), j + (limit + 1 - scanned));
+          const size_t from = j;
+          while (j < stop && b[j] != '\r' && b[j] != '\n') ++j;
+          scanned += j - from;
+          if (scanned > limit) {
+            over_limit = true;
+            break;
+          }
+          if (j == b.size()) break;
+        }
         const char c = b[j];
         // CR and LF must pair up; the first that does not is remembered
         // here, where each byte is seen anyway, and refused once the head
