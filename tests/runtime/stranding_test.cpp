@@ -161,10 +161,10 @@ TEST(NeverStranded, QueuedFiberBehindAFiberThatNeverBlocksIsStolen) {
   }
 }
 
-// The monitor runs under SCHED_IDLE, which takes only CPU time nothing
-// else wants. With every CPU of the process held by a normal-policy pthread
-// that never sleeps, it must still get the share CFS gives idle threads and
-// send a thief to a fiber only it can see (queued without a wake-up).
+// The monitor runs at nice 19, so its ticks wait for spare CPU time or its
+// small CFS share. With every CPU of the process held by a nice-0 pthread
+// that never sleeps, it must still get that share and send a thief to a
+// fiber only it can see (queued without a wake-up).
 TEST(NeverStranded, QueuedFiberIsStolenWhileEveryCpuIsBusy) {
   if (bthread_getconcurrency() < 2) GTEST_SKIP() << "needs an idle worker to run the queued fiber";
   cpu_set_t mask;

@@ -1,12 +1,13 @@
-// The worker monitor's scheduling policy: SCHED_IDLE by default, so its
-// ticks never preempt a worker or a peer process; the normal policy when
-// --weft_worker_monitor_sched_idle=false. Each case starts a runtime in a
-// forked child (the monitor starts once, with the runtime).
+// The worker monitor's priority: nice 19 by default, so its ticks never
+// preempt a worker or a peer process on wake-up; the process's own with
+// --weft_worker_monitor_nice=0. Each case starts a runtime in a forked
+// child (the monitor starts once, with the runtime).
 #include <dirent.h>
+#include <errno.h>
 #include <gflags/gflags.h>
 #include <gtest/gtest.h>
-#include <sched.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 
 #include <fstream>
 #include <string>
@@ -14,52 +15,57 @@
 #include "test_util.h"
 #include "weft/bthread.h"
 
-DECLARE_bool(weft_worker_monitor_sched_idle);
+DECLARE_int32(weft_worker_monitor_nice);
 
 namespace {
 
 void* noop(void*) { return nullptr; }
 
-// The policy of this process's thread named `name`, or -1 if none is.
-int policy_of_thread(const std::string& name) {
+// The nice value of this process's thread named `name`; false if none is.
+bool nice_of_thread(const std::string& name, int* nice) {
   DIR* dir = opendir("/proc/self/task");
-  if (dir == nullptr) return -1;
-  int policy = -1;
+  if (dir == nullptr) return false;
+  bool found = false;
   while (dirent* e = readdir(dir)) {
     if (e->d_name[0] == '.') continue;
     std::ifstream comm(std::string("/proc/self/task/") + e->d_name + "/comm");
     std::string line;
     std::getline(comm, line);
     if (line == name) {
-      policy = sched_getscheduler(atoi(e->d_name));
+      errno = 0;
+      *nice = getpriority(PRIO_PROCESS, static_cast<id_t>(atoi(e->d_name)));
+      found = errno == 0;
       break;
     }
   }
   closedir(dir);
-  return policy;
+  return found;
 }
 
-// Starts the runtime (two workers, so the monitor ticks) and reports the
-// monitor's policy once it has set it: 0 when it is `want`.
-int monitor_policy_is(int want) {
+// Starts the runtime (two workers, so the monitor ticks) and waits for the
+// monitor to have named itself and set its priority: 0 when it is `want`.
+int monitor_nice_is(int want) {
   bthread_setconcurrency(2);
   bthread_t tid;
   if (bthread_start_background(&tid, nullptr, noop, nullptr) != 0) return 2;
   bthread_join(tid, nullptr);
-  // The monitor names itself, then sets its policy: wait for both.
   const bool seen = weft::test::wait_until(
-      [&] { return policy_of_thread("weft_monitor") == want; }, std::chrono::milliseconds(5000));
+      [&] {
+        int nice = 0;
+        return nice_of_thread("weft_monitor", &nice) && nice == want;
+      },
+      std::chrono::milliseconds(5000));
   return seen ? 0 : 1;
 }
 
-TEST(WorkerMonitor, RunsUnderSchedIdleByDefault) {
-  EXPECT_EQ(weft::test::in_child([] { return monitor_policy_is(SCHED_IDLE); }), 0);
+TEST(WorkerMonitor, RunsAtNice19ByDefault) {
+  EXPECT_EQ(weft::test::in_child([] { return monitor_nice_is(19); }), 0);
 }
 
-TEST(WorkerMonitor, KeepsTheNormalPolicyWhenTheFlagIsOff) {
+TEST(WorkerMonitor, KeepsTheProcessPriorityWhenTheFlagIsZero) {
   EXPECT_EQ(weft::test::in_child([] {
-              FLAGS_weft_worker_monitor_sched_idle = false;
-              return monitor_policy_is(SCHED_OTHER);
+              FLAGS_weft_worker_monitor_nice = 0;
+              return monitor_nice_is(getpriority(PRIO_PROCESS, 0));
             }),
             0);
 }

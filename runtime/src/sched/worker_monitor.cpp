@@ -1,9 +1,11 @@
 #include "sched/worker_monitor.h"
 
 #include <gflags/gflags.h>
-#include <sched.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -24,11 +26,13 @@ DEFINE_int32(
     "Log a warning (and count weft_worker_stalls) when every worker has run the same fiber "
     "for this long while other fibers wait; 0 disables the warning");
 
-DEFINE_bool(weft_worker_monitor_sched_idle, true,
-            "Run the worker monitor's pthread under SCHED_IDLE: its ticks then take only CPU time "
-            "nothing else wants (a loaded server no longer pays a preemption per tick), and a "
-            "stranded fiber is rescued within a few hundred us while a CPU is free, within a few "
-            "scheduler ticks when every CPU is busy. Read when the runtime starts");
+DEFINE_int32(
+    weft_worker_monitor_nice, 19,
+    "Nice value of the worker monitor's pthread (0..19; 0 keeps the process's). At 19 a tick "
+    "never preempts a worker or a peer process on wake-up, so a loaded server no longer pays "
+    "a context switch per tick; a stranded fiber is still rescued within a few hundred us "
+    "while a CPU is free, and within a few ms when other processes keep every CPU busy. Read "
+    "when the runtime starts");
 
 namespace weft::sched {
 namespace {
@@ -138,17 +142,20 @@ void monitor_main(TaskControl* c) {
   // Every tick used to preempt whatever ran on its CPU: a worker or, on a
   // small machine, the peer the server talks to. Under load that was ~5% of
   // weft-http's samples and doubled the context switches of both it and
-  // wrk. SCHED_IDLE never preempts a normal thread on wake-up, so a tick
-  // runs on a CPU's spare time; the cases the monitor exists for (a worker
-  // blocked in a system call) leave that CPU idle, so they are still caught
-  // at once. Failure (a seccomp profile forbidding it) keeps the normal
-  // policy: slower, never wrong.
-  if (FLAGS_weft_worker_monitor_sched_idle) {
-    sched_param idle{};
-    if (sched_setscheduler(0, SCHED_IDLE, &idle) != 0) {
-      std::fprintf(stderr,
-                   "weft: the worker monitor keeps the normal policy: "
-                   "sched_setscheduler(SCHED_IDLE) failed\n");
+  // wrk. At nice 19 CFS's wake-up granularity, scaled by the thread's tiny
+  // weight, exceeds any lag a sleeper can build up, so a tick no longer
+  // preempts on wake-up: it runs on spare CPU time, or at a scheduler tick
+  // once its 1.5% share is due. A worker blocked in a system call leaves
+  // its CPU free, so that case is still caught at once. (SCHED_IDLE, with a
+  // fifth of that share, stranded fibers for 27 ms (p50) under two CPU hogs,
+  // against 3.5 ms here and 0.5 ms at nice 0; RESULTS.md.) Failure keeps the
+  // process's priority: slower, never wrong.
+  if (FLAGS_weft_worker_monitor_nice > 0) {
+    const int nice = std::min(FLAGS_weft_worker_monitor_nice, 19);
+    const id_t tid = static_cast<id_t>(syscall(SYS_gettid));
+    if (setpriority(PRIO_PROCESS, tid, nice) != 0) {
+      std::fprintf(stderr, "weft: the worker monitor keeps its priority: setpriority(%d) failed\n",
+                   nice);
     }
   }
   std::vector<WorkerSample> samples(TaskControl::kMaxWorkers);

@@ -21,11 +21,11 @@
 // quarter of the warning's threshold), and never parks, so the worker's
 // unparks wake nobody.
 //
-// The monitor's pthread runs under SCHED_IDLE (--weft_worker_monitor_sched_idle):
-// a tick never preempts a worker or another process, so it costs only spare
-// CPU time. A worker blocked in a system call leaves its CPU free, so the
-// monitor still runs within a tick there; when every CPU is busy it gets the
-// small share CFS gives idle-policy threads, a few scheduler ticks.
+// The monitor's pthread runs at nice 19 (--weft_worker_monitor_nice): a
+// tick never preempts a worker or another process on wake-up, so it costs
+// spare CPU time. A worker blocked in a system call leaves its CPU free, so
+// the monitor still runs within a tick there; when other processes keep
+// every CPU busy it gets its 1.5% CFS share, a few ms.
 #ifndef WEFT_SCHED_WORKER_MONITOR_H_
 #define WEFT_SCHED_WORKER_MONITOR_H_
 
