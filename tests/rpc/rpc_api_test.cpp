@@ -238,6 +238,31 @@ TEST(Closure, TheCallableMayDestroyItsOwnHolder) {
   EXPECT_EQ(1, Tracked::alive);
 }
 
+// A callback that keeps its owner alive, dropped by assigning over it: the
+// owner (and the Closure in it) dies while the old callable is destroyed,
+// so the assignment must touch nothing after that (ASan checks it).
+TEST(Closure, AssigningOverACallableThatOwnsTheHolderIsSafe) {
+  struct Conn {
+    Closure cb;
+  };
+  auto conn = std::make_shared<Conn>();
+  conn->cb = Closure([self = conn] {});
+  const std::weak_ptr<Conn> watch = conn;
+  Conn* raw = conn.get();
+  conn.reset();  // only the callable holds the connection now
+  raw->cb = nullptr;
+  EXPECT_TRUE(watch.expired());
+  // And a callable whose destruction frees the Closure being moved in.
+  auto holder = std::make_shared<Conn>();
+  holder->cb = Closure([] {});
+  Closure target([keep = holder] {});
+  Conn* h = holder.get();
+  holder.reset();             // target's callable is the last owner of h
+  target = std::move(h->cb);  // destroying target's old callable frees h
+  EXPECT_TRUE(static_cast<bool>(target));
+  target();
+}
+
 TEST(ClosureDeathTest, SecondCallAborts) {
   Closure done([] {});
   done();

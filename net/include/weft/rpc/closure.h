@@ -41,11 +41,14 @@ class Closure {
     }
   }
   Closure(Closure&& other) noexcept { TakeFrom(other); }
+  // Both callables are settled before the old one is destroyed: its
+  // destructor may free `other`, or this Closure's own holder (a callable
+  // that keeps its owner alive), as with std::unique_ptr's assignment.
   Closure& operator=(Closure&& other) noexcept {
     if (this != &other) {
-      Reset();
+      Closure old(std::move(*this));
       TakeFrom(other);
-    }
+    }  // old's callable is destroyed here; nothing touches *this after it
     return *this;
   }
   Closure(const Closure&) = delete;
@@ -102,10 +105,13 @@ class Closure {
     ops_ = other.ops_;
     other.ops_ = nullptr;
   }
+  // Empty first, then destroy: the callable's destructor may destroy this
+  // Closure (its holder's last owner), whose destructor then finds it empty.
   void Reset() noexcept {
-    if (ops_ == nullptr) return;
-    ops_->destroy(storage_);
+    const Ops* ops = ops_;
+    if (ops == nullptr) return;
     ops_ = nullptr;
+    ops->destroy(storage_);
   }
 
   alignas(std::max_align_t) unsigned char storage_[kInlineBytes];
