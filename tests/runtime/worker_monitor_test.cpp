@@ -1,11 +1,12 @@
 // The worker monitor's priority: nice 19 by default, so its ticks never
 // preempt a worker or a peer process on wake-up; the process's own with
-// --weft_worker_monitor_nice=0. Each case starts a runtime in a forked
-// child (the monitor starts once, with the runtime).
+// --weft_worker_monitor_nice=0 or with more workers than CPUs. Each case starts a runtime in a
+// forked child (the monitor starts once, with the runtime).
 #include <dirent.h>
 #include <errno.h>
 #include <gflags/gflags.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -43,10 +44,16 @@ bool nice_of_thread(const std::string& name, int* nice) {
   return found;
 }
 
-// Starts the runtime (two workers, so the monitor ticks) and waits for the
-// monitor to have named itself and set its priority: 0 when it is `want`.
-int monitor_nice_is(int want) {
-  bthread_setconcurrency(2);
+int affinity_cpus() {
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  return sched_getaffinity(0, sizeof(mask), &mask) == 0 ? CPU_COUNT(&mask) : 1;
+}
+
+// Starts the runtime with `workers` workers and waits for the monitor to
+// have named itself and set its priority: 0 when it is `want`.
+int monitor_nice_is(int want, int workers = affinity_cpus()) {
+  bthread_setconcurrency(workers);
   bthread_t tid;
   if (bthread_start_background(&tid, nullptr, noop, nullptr) != 0) return 2;
   bthread_join(tid, nullptr);
@@ -67,6 +74,18 @@ TEST(WorkerMonitor, RunsAtTheNiceValueTheFlagSays) {
   EXPECT_EQ(weft::test::in_child([] {
               FLAGS_weft_worker_monitor_nice = 7;
               return monitor_nice_is(7);
+            }),
+            0);
+}
+
+// More workers than CPUs: they time-slice, and the monitor's rescues keep
+// queued fibers moving, so it keeps the process's priority.
+TEST(WorkerMonitor, KeepsTheProcessPriorityWithMoreWorkersThanCpus) {
+  EXPECT_EQ(weft::test::in_child([] {
+              const int process_nice = getpriority(PRIO_PROCESS, 0);
+              if (monitor_nice_is(process_nice, affinity_cpus() + 1) != 0) return 1;
+              usleep(200 * 1000);  // past the point where it would lower itself
+              return monitor_nice_is(process_nice, affinity_cpus() + 1);
             }),
             0);
 }

@@ -31,8 +31,9 @@ DEFINE_int32(
     "Nice value of the worker monitor's pthread (0..19; 0 keeps the process's). At 19 a tick "
     "never preempts a worker or a peer process on wake-up, so a loaded server no longer pays "
     "a context switch per tick; a stranded fiber is still rescued within a few hundred us "
-    "while a CPU is free, and within a few ms when other processes keep every CPU busy. Read "
-    "when the runtime starts");
+    "while a CPU is free, and within a few ms when other processes keep every CPU busy. Not "
+    "applied while there are more workers than CPUs (they time-slice, and the monitor's "
+    "rescues keep them moving). Read when the runtime starts");
 
 namespace weft::sched {
 namespace {
@@ -150,18 +151,33 @@ void monitor_main(TaskControl* c) {
   // fifth of that share, stranded fibers for 27 ms (p50) under two CPU hogs,
   // against 3.5 ms here and 0.5 ms at nice 0; RESULTS.md.) Failure keeps the
   // process's priority: slower, never wrong.
-  if (FLAGS_weft_worker_monitor_nice > 0) {
-    const int nice = std::min(FLAGS_weft_worker_monitor_nice, 19);
-    const id_t tid = static_cast<id_t>(syscall(SYS_gettid));
-    if (setpriority(PRIO_PROCESS, tid, nice) != 0) {
+  //
+  // With more workers than CPUs the workers time-slice the CPUs, and the
+  // monitor's rescues are what keeps fibers queued behind a descheduled
+  // worker moving; there it keeps the process's priority (a TSan run of
+  // 8 workers on 2 CPUs beside another test stalled for 10 minutes at nice
+  // 19). Checked each tick, since bthread_setconcurrency can add workers.
+  const id_t self = static_cast<id_t>(syscall(SYS_gettid));
+  const int process_nice = getpriority(PRIO_PROCESS, self);
+  int applied_nice = process_nice;
+  const auto apply_priority = [&] {
+    const int want = FLAGS_weft_worker_monitor_nice > 0 && !c->cpus_scarce()
+                         ? std::max(process_nice, std::min(FLAGS_weft_worker_monitor_nice, 19))
+                         : process_nice;
+    if (want == applied_nice) return;
+    if (setpriority(PRIO_PROCESS, self, want) == 0) {
+      applied_nice = want;
+    } else if (want > applied_nice) {
       std::fprintf(stderr, "weft: the worker monitor keeps its priority: setpriority(%d) failed\n",
-                   nice);
+                   want);
+      applied_nice = want;  // do not retry every tick
     }
-  }
+  };
   std::vector<WorkerSample> samples(TaskControl::kMaxWorkers);
   std::vector<bthread_t> stuck_tids;
   bool stall_reported = false;
   for (;;) {
+    apply_priority();
     if (c->concurrency() >= 2) {
       const timespec tick = base::ns_to_timespec(kMonitorTickNs);
       nanosleep(&tick, nullptr);
