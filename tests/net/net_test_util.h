@@ -7,12 +7,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -111,7 +110,7 @@ inline void set_blocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NO
 
 // Reads from fd until `want` bytes arrived, EOF, an error or timeout_ms
 // passed (poll-based, so it never hangs; EAGAIN is retried). Returns what
-// was read.
+// was read: never more than `want` bytes, the rest stays in the socket.
 inline std::string read_until(int fd, size_t want, int64_t timeout_ms) {
   const int64_t deadline_ms = now_ms() + timeout_ms;
   std::string got;
@@ -123,7 +122,10 @@ inline std::string read_until(int fd, size_t want, int64_t timeout_ms) {
     const int rc = poll(&p, 1, static_cast<int>(left < 100 ? left : 100));
     if (rc < 0 && errno != EINTR) break;
     if (rc <= 0) continue;
-    const ssize_t n = read(fd, buf, sizeof(buf));
+    // Never past `want`: a caller that reads a prefix to tell two replies
+    // apart reads the rest of the one it got next.
+    const size_t room = want - got.size() < sizeof(buf) ? want - got.size() : sizeof(buf);
+    const ssize_t n = read(fd, buf, room);
     if (n == 0) break;
     if (n < 0) {
       if (errno == EINTR || errno == EAGAIN) continue;

@@ -117,6 +117,21 @@ bool wait_for(const std::function<bool()>& cond, int64_t ms) {
   return true;
 }
 
+// Tests read a prefix to tell two replies apart, then the rest of the one
+// they got; a helper that read past `want` swallowed the rest.
+TEST(ReadUntilTest, ReadsNoMoreThanAskedAndLeavesTheRestInTheSocket) {
+  int fds[2];
+  ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds));
+  const std::string sent = "-ERR refused\r\n+PONG\r\n";
+  ASSERT_EQ(static_cast<ssize_t>(sent.size()), send(fds[0], sent.data(), sent.size(), 0));
+  EXPECT_EQ("-ERR re", test::read_until(fds[1], 7, 5000 * kTimeScale));
+  EXPECT_EQ("fused\r\n", test::read_until(fds[1], 7, 5000 * kTimeScale));
+  EXPECT_EQ("+PONG\r\n", test::read_until(fds[1], 7, 5000 * kTimeScale));
+  close(fds[0]);
+  EXPECT_EQ("", test::read_until(fds[1], 1, 5000 * kTimeScale));  // EOF
+  close(fds[1]);
+}
+
 TEST(SocketContextTest, ProtocolContextLivesWithTheConnectionAndDiesAtRecycle) {
   test::Watchdog dog("context", test::kLong);
   LineServer server;
