@@ -70,16 +70,7 @@ int ConnectClient(const EndPoint& ep) {
   return fd;
 }
 
-bool SendAll(int fd, const std::string& data) {
-  size_t off = 0;
-  while (off < data.size()) {
-    const ssize_t n = send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    off += static_cast<size_t>(n);
-  }
-  return true;
-}
+bool SendAll(int fd, const std::string& data) { return weft::test::send_all(fd, data); }
 
 // Reads exactly n bytes; false on EOF, error or timeout (SO_RCVTIMEO).
 bool RecvExactly(int fd, size_t n, std::string* out) {

@@ -26,12 +26,8 @@ namespace weft {
 namespace {
 
 int connect_blocking(const EndPoint& ep) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int fd = test::connect_to(ep);
   if (fd < 0) return -1;
-  if (connect(fd, ep.addr(), ep.addr_len()) != 0) {
-    close(fd);
-    return -1;
-  }
   const int on = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
   return fd;

@@ -189,8 +189,8 @@ class MessengerBoundsTest : public ::testing::Test {
   }
 
   int Connect() {
-    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    EXPECT_EQ(0, connect(fd, ep_.addr(), ep_.addr_len()));
+    const int fd = test::connect_to(ep_);
+    EXPECT_GE(fd, 0);
     return fd;
   }
   // The server's socket of the client connection `fd` (a reference: it
@@ -214,15 +214,7 @@ class MessengerBoundsTest : public ::testing::Test {
         test::kLong);
     return found;
   }
-  static bool SendAll(int fd, const std::string& bytes) {
-    size_t off = 0;
-    while (off < bytes.size()) {
-      const ssize_t n = send(fd, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      off += static_cast<size_t>(n);
-    }
-    return true;
-  }
+  static bool SendAll(int fd, const std::string& bytes) { return test::send_all(fd, bytes); }
   // One request/reply on a well-behaved connection.
   static bool Ping(int fd) {
     if (!SendAll(fd, frame("ping"))) return false;

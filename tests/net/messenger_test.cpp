@@ -99,7 +99,8 @@ struct RawMessage : public InputMessageBase {
 };
 
 ParseResult parse_raw(IOBuf* source, Socket*, bool read_eof, const void*) {
-  if (!source->empty() && source->byte_at(0) != '!') return ParseResult::Error(PARSE_ERROR_TRY_OTHERS);
+  if (!source->empty() && source->byte_at(0) != '!')
+    return ParseResult::Error(PARSE_ERROR_TRY_OTHERS);
   if (!read_eof) return ParseResult::Error(PARSE_ERROR_NOT_ENOUGH_DATA);
   if (source->empty()) return ParseResult::Error(PARSE_ERROR_NOT_ENOUGH_DATA);
   auto* msg = new RawMessage;
@@ -146,16 +147,14 @@ class MessengerTest : public ::testing::Test {
   void TearDown() override { acceptor_.StopAccept(); }
 
   int Connect() {
-    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    EXPECT_EQ(0, connect(fd, ep_.addr(), ep_.addr_len()));
+    const int fd = test::connect_to(ep_);
+    EXPECT_GE(fd, 0);
     return fd;
   }
   static void Send(int fd, const std::string& bytes) {
     ASSERT_EQ(static_cast<ssize_t>(bytes.size()), write(fd, bytes.data(), bytes.size()));
   }
-  static std::string Read(int fd, size_t n) {
-    return test::read_until(fd, n, 10000 * kTimeScale);
-  }
+  static std::string Read(int fd, size_t n) { return test::read_until(fd, n, 10000 * kTimeScale); }
 
   Acceptor acceptor_;
   EndPoint ep_;

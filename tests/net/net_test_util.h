@@ -106,6 +106,51 @@ inline bool adopt_fd(int fd, SocketId* id, SocketUniquePtr* ptr) {
   return Socket::Create(opt, id) == 0 && Socket::Address(*id, ptr) == 0;
 }
 
+// A blocking TCP connection to `ep` (the peer side of a raw client);
+// -1 when socket or connect fails.
+inline int connect_to(const EndPoint& ep) {
+  const int fd = socket(ep.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (connect(fd, ep.addr(), ep.addr_len()) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Sends all of `bytes` (retrying short sends and EINTR, never raising
+// SIGPIPE); false when the connection fails first.
+inline bool send_all(int fd, const std::string& bytes) {
+  size_t off = 0;
+  while (off < bytes.size()) {
+    const ssize_t n = send(fd, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    off += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// True when the peer closed `fd` (EOF, a reset or another error) within
+// timeout_ms; what arrived before the close is appended to *received.
+inline bool closed_by_peer(int fd, int64_t timeout_ms, std::string* received) {
+  const int64_t deadline_ms = now_ms() + timeout_ms;
+  for (;;) {
+    const int64_t left = deadline_ms - now_ms();
+    if (left <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(left)) <= 0) continue;
+    char buf[4096];
+    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n == 0) return true;
+    if (n > 0) {
+      received->append(buf, static_cast<size_t>(n));
+    } else if (errno != EINTR && errno != EAGAIN) {
+      return true;
+    }
+  }
+}
+
 inline void set_blocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK); }
 
 // Reads from fd until `want` bytes arrived, EOF, an error or timeout_ms

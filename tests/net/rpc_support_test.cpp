@@ -103,8 +103,8 @@ class LineServer {
 };
 
 int connect_blocking(const EndPoint& ep) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  EXPECT_EQ(0, connect(fd, ep.addr(), ep.addr_len()));
+  const int fd = test::connect_to(ep);
+  EXPECT_GE(fd, 0);
   return fd;
 }
 

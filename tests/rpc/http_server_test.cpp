@@ -36,30 +36,13 @@ struct Response {
 
 class HttpClient {
  public:
-  explicit HttpClient(const EndPoint& server) {
-    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd_ >= 0 && connect(fd_, server.addr(), server.addr_len()) != 0) {
-      close(fd_);
-      fd_ = -1;
-    }
-  }
+  explicit HttpClient(const EndPoint& server) : fd_(test::connect_to(server)) {}
   ~HttpClient() {
     if (fd_ >= 0) close(fd_);
   }
   bool ok() const { return fd_ >= 0; }
 
-  bool Send(const std::string& bytes) {
-    size_t off = 0;
-    while (off < bytes.size()) {
-      const ssize_t n = send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return false;
-      }
-      off += static_cast<size_t>(n);
-    }
-    return true;
-  }
+  bool Send(const std::string& bytes) { return test::send_all(fd_, bytes); }
 
   // One response (Content-Length framed); false on EOF, error or timeout.
   bool Read(Response* r, bool head_request = false, int64_t timeout_ms = kLong.count()) {
@@ -85,17 +68,7 @@ class HttpClient {
   // True when the server closed (EOF or reset) within timeout_ms with
   // nothing more to read.
   bool ClosedByPeer(int64_t timeout_ms = 5000 * test::kTimeScale) {
-    const int64_t deadline = now_ms() + timeout_ms;
-    for (;;) {
-      const int64_t left = deadline - now_ms();
-      if (left <= 0) return false;
-      pollfd p{fd_, POLLIN, 0};
-      if (poll(&p, 1, static_cast<int>(left)) <= 0) continue;
-      char c[4096];
-      const ssize_t n = recv(fd_, c, sizeof(c), 0);
-      if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
-      if (n > 0) buf_.append(c, static_cast<size_t>(n));
-    }
+    return test::closed_by_peer(fd_, timeout_ms, &buf_);
   }
   const std::string& leftover() const { return buf_; }
 

@@ -77,19 +77,11 @@ class RedisBatchAccountingTest : public ::testing::Test {
     server_.Join();
   }
   int Connect() {
-    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    const EndPoint ep = server_.listen_address();
-    EXPECT_EQ(0, connect(fd, ep.addr(), ep.addr_len()));
+    const int fd = test::connect_to(server_.listen_address());
+    EXPECT_GE(fd, 0);
     return fd;
   }
-  static void Send(int fd, const std::string& s) {
-    size_t off = 0;
-    while (off < s.size()) {
-      const ssize_t n = send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-      ASSERT_GT(n, 0);
-      off += static_cast<size_t>(n);
-    }
-  }
+  static void Send(int fd, const std::string& s) { ASSERT_TRUE(test::send_all(fd, s)); }
   static std::string Read(int fd, size_t n) { return test::read_until(fd, n, 10000 * kTimeScale); }
   bool WaitEntered(int n) {
     for (int i = 0; i < 10000 * kTimeScale; ++i) {

@@ -86,19 +86,12 @@ class RedisServerTest : public ::testing::Test {
   }
 
   int Connect() {
-    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    const EndPoint ep = server_.listen_address();
-    EXPECT_EQ(0, connect(fd, ep.addr(), ep.addr_len()));
+    const int fd = test::connect_to(server_.listen_address());
+    EXPECT_GE(fd, 0);
     return fd;
   }
-  static void Send(int fd, const std::string& s) {
-    size_t off = 0;
-    while (off < s.size()) {
-      const ssize_t n = send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-      if (n <= 0) return;
-      off += static_cast<size_t>(n);
-    }
-  }
+  // (Some tests send to a connection the server is closing: no check.)
+  static void Send(int fd, const std::string& s) { test::send_all(fd, s); }
   // Sends `request` and expects exactly `reply` back.
   void Expect(int fd, const std::string& request, const std::string& reply) {
     Send(fd, request);
@@ -353,9 +346,8 @@ TEST(RedisBatchHandlerTest, ALaterOrBlockingHandlerHoldsUpOnlyItsConnection) {
   opt.protocols = {"redis"};
   ASSERT_EQ(0, server.Start("127.0.0.1:0", &opt));
   auto connect_to = [&] {
-    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    const EndPoint ep = server.listen_address();
-    EXPECT_EQ(0, connect(fd, ep.addr(), ep.addr_len()));
+    const int fd = test::connect_to(server.listen_address());
+    EXPECT_GE(fd, 0);
     return fd;
   };
   auto send_all = [](int fd, const std::string& s) {
@@ -410,9 +402,8 @@ TEST(RedisDetectionTest, InlineClaimsAConnectionOnlyForRedisCommands) {
   ASSERT_EQ(0, AddRedisCommands(&server, &store, &info));
   ASSERT_EQ(0, server.Start("127.0.0.1:0", nullptr));  // every protocol
   auto connect_to = [&] {
-    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    const EndPoint ep = server.listen_address();
-    EXPECT_EQ(0, connect(fd, ep.addr(), ep.addr_len()));
+    const int fd = test::connect_to(server.listen_address());
+    EXPECT_GE(fd, 0);
     return fd;
   };
   for (const char* text : {"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "Q 1 upper 5\nhello"}) {

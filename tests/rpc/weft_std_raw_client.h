@@ -54,31 +54,14 @@ std::string HeaderBytes(uint32_t body_size, uint64_t cid, uint16_t flags, uint16
 // A blocking TCP client speaking weft_std by hand.
 class RawClient {
  public:
-  explicit RawClient(const EndPoint& server) {
-    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd_ >= 0 && connect(fd_, server.addr(), server.addr_len()) != 0) {
-      close(fd_);
-      fd_ = -1;
-    }
-  }
+  explicit RawClient(const EndPoint& server) : fd_(test::connect_to(server)) {}
   ~RawClient() {
     if (fd_ >= 0) close(fd_);
   }
   bool ok() const { return fd_ >= 0; }
   int fd() const { return fd_; }
 
-  bool Send(const std::string& bytes) {
-    size_t off = 0;
-    while (off < bytes.size()) {
-      const ssize_t n = send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return false;
-      }
-      off += static_cast<size_t>(n);
-    }
-    return true;
-  }
+  bool Send(const std::string& bytes) { return test::send_all(fd_, bytes); }
   bool Call(uint64_t cid, const std::string& method, const std::string& payload) {
     return Send(RequestBytes(cid, method, payload));
   }
@@ -99,17 +82,8 @@ class RawClient {
   // True when the server closed the connection (EOF or reset) within
   // timeout_ms, with nothing (more) to read.
   bool ClosedByPeer(int64_t timeout_ms = 5000 * test::kTimeScale) {
-    const int64_t deadline = now_ms() + timeout_ms;
-    for (;;) {
-      const int64_t left = deadline - now_ms();
-      if (left <= 0) return false;
-      pollfd p{fd_, POLLIN, 0};
-      if (poll(&p, 1, static_cast<int>(left)) <= 0) continue;
-      char c[4096];
-      const ssize_t n = recv(fd_, c, sizeof(c), 0);
-      if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
-      if (n < 0 && errno != EINTR && errno != EAGAIN) return true;
-    }
+    std::string ignored;
+    return test::closed_by_peer(fd_, timeout_ms, &ignored);
   }
 
  private:
