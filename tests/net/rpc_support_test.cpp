@@ -142,6 +142,9 @@ TEST(SocketContextTest, ProtocolContextLivesWithTheConnectionAndDiesAtRecycle) {
   std::string got = test::read_until(fd, lines.size(), 5000 * kTimeScale);
   std::sort(got.begin(), got.end());
   EXPECT_EQ("\n\n\nabc", got);
+  // Listed just after its socket starts serving (the acceptor's map is
+  // updated after Socket::Create): the replies may come first.
+  ASSERT_TRUE(wait_for([&] { return server.acceptor().ConnectionCount() == 1; }, 5000));
   std::vector<SocketId> ids;
   server.acceptor().ListConnections(&ids);
   ASSERT_EQ(1u, ids.size());

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "../runtime/test_util.h"
 #include "net_test_util.h"
 #include "weft/bthread.h"
 #include "weft/countdown_event.h"
@@ -27,34 +28,48 @@ namespace {
 using test::kTimeScale;
 
 // echo: the payload back; sleep: sleeps <payload> ms, then echoes it;
-// whoami: the client's address as the server sees it (which connection).
+// gate: waits until g_gate_open (or 60 s), then echoes; whoami: the
+// client's address as the server sees it (which connection). A test that
+// needs calls held in the handler uses gate, not a sleep it hopes is long
+// enough (sanitizers and a loaded CPU stretch every step before it).
+std::atomic<bool> g_gate_open{false};
 void add_methods(Server* server) {
-  ASSERT_EQ(0, server->AddMethod("echo", [](Controller*, const IOBuf& req, IOBuf* resp,
-                                            Closure done) {
-    resp->append(req);
-    done();
-  }));
-  ASSERT_EQ(0, server->AddMethod("sleep", [](Controller*, const IOBuf& req, IOBuf* resp,
-                                             Closure done) {
-    const long ms = strtol(req.to_string().c_str(), nullptr, 10);
-    bthread_usleep(ms * 1000);
-    resp->append(req);
-    done();
-  }));
-  ASSERT_EQ(0, server->AddMethod("whoami", [](Controller* cntl, const IOBuf&, IOBuf* resp,
-                                              Closure done) {
-    resp->append(cntl->remote_side().to_string());
-    done();
-  }));
+  ASSERT_EQ(0,
+            server->AddMethod("echo", [](Controller*, const IOBuf& req, IOBuf* resp, Closure done) {
+              resp->append(req);
+              done();
+            }));
+  ASSERT_EQ(
+      0, server->AddMethod("sleep", [](Controller*, const IOBuf& req, IOBuf* resp, Closure done) {
+        const long ms = strtol(req.to_string().c_str(), nullptr, 10);
+        bthread_usleep(ms * 1000);
+        resp->append(req);
+        done();
+      }));
+  ASSERT_EQ(0,
+            server->AddMethod("gate", [](Controller*, const IOBuf& req, IOBuf* resp, Closure done) {
+              for (int i = 0; i < 60000 && !g_gate_open.load(std::memory_order_acquire); ++i) {
+                bthread_usleep(1000);
+              }
+              resp->append(req);
+              done();
+            }));
+  ASSERT_EQ(
+      0, server->AddMethod("whoami", [](Controller* cntl, const IOBuf&, IOBuf* resp, Closure done) {
+        resp->append(cntl->remote_side().to_string());
+        done();
+      }));
 }
 
 class ChannelTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    g_gate_open.store(false, std::memory_order_relaxed);
     add_methods(&server_);
     ASSERT_EQ(0, server_.Start("127.0.0.1:0", nullptr));
   }
   void TearDown() override {
+    g_gate_open.store(true, std::memory_order_release);
     server_.Stop();
     server_.Join();
     // Nothing leaked: every call ended.
@@ -126,7 +141,8 @@ TEST_F(ChannelTest, UnknownMethodIsENOMETHODAndTheConnectionStaysUp) {
   Controller again;
   EXPECT_EQ("y", Call(&ch, "echo", "y", &again));
   EXPECT_EQ(0, again.ErrorCode());
-  EXPECT_EQ(1u, server_.connection_count());
+  EXPECT_TRUE(test::wait_until([&] { return server_.connection_count() == 1u; }, test::kLong))
+      << server_.connection_count();
 }
 
 TEST_F(ChannelTest, OutOfOrderRepliesOnOneConnectionReachTheirCallers) {
@@ -156,7 +172,8 @@ TEST_F(ChannelTest, OutOfOrderRepliesOnOneConnectionReachTheirCallers) {
   }
   // The 300 ms call finished after the immediate ones.
   EXPECT_GT(finished_at[0], finished_at[3]);
-  EXPECT_EQ(1u, server_.connection_count());
+  EXPECT_TRUE(test::wait_until([&] { return server_.connection_count() == 1u; }, test::kLong))
+      << server_.connection_count();
 }
 
 TEST_F(ChannelTest, ThousandConcurrentCallersOnOneSingleConnection) {
@@ -204,7 +221,8 @@ TEST_F(ChannelTest, ThousandConcurrentCallersOnOneSingleConnection) {
   }
   EXPECT_EQ(0, failures);
   EXPECT_EQ(0, mismatches);
-  EXPECT_EQ(1u, server_.connection_count());
+  EXPECT_TRUE(test::wait_until([&] { return server_.connection_count() == 1u; }, test::kLong))
+      << server_.connection_count();
 }
 
 TEST_F(ChannelTest, TimeoutEndsTheCallAndTheLateReplyIsDroppedAndCounted) {
@@ -215,10 +233,12 @@ TEST_F(ChannelTest, TimeoutEndsTheCallAndTheLateReplyIsDroppedAndCounted) {
   Controller cntl;
   cntl.set_timeout_ms(50);
   const int64_t t0 = test::now_ms();
-  Call(&ch, "sleep", "400", &cntl);
+  // (Scaled: under a sanitizer the timer may fire late, and the reply
+  // must still come after it.)
+  Call(&ch, "sleep", std::to_string(400 * kTimeScale), &cntl);
   const int64_t took = test::now_ms() - t0;
   EXPECT_EQ(ERPCTIMEDOUT, cntl.ErrorCode()) << cntl.ErrorText();
-  EXPECT_LT(took, 350);
+  EXPECT_LT(took, 350 * kTimeScale);
   // Never retried after a timeout.
   EXPECT_EQ(0, cntl.retried_count());
   EXPECT_EQ(0, PendingCallCount());
@@ -238,7 +258,7 @@ TEST_F(ChannelTest, AsynchronousCallCanBeCancelledAndJoined) {
   ASSERT_EQ(0, InitChannel(&ch, kSingle));
   Controller cntl;
   IOBuf req, resp;
-  req.append("2000");
+  req.append(std::to_string(2000 * kTimeScale));
   std::atomic<int> done_runs{0};
   ch.CallMethod("sleep", &cntl, req, &resp, [&] { done_runs.fetch_add(1); });
   const bthread_id_t id = cntl.call_id();
@@ -247,7 +267,7 @@ TEST_F(ChannelTest, AsynchronousCallCanBeCancelledAndJoined) {
   const int64_t t0 = test::now_ms();
   StartCancel(id);
   EXPECT_EQ(0, Join(id));
-  EXPECT_LT(test::now_ms() - t0, 1000);
+  EXPECT_LT(test::now_ms() - t0, 1000 * kTimeScale);
   // done runs in a fiber after the call ended; give it a moment.
   const int64_t deadline = test::now_ms() + 5000 * kTimeScale;
   while (done_runs.load() == 0 && test::now_ms() < deadline) usleep(1000);
@@ -299,12 +319,13 @@ TEST_F(ChannelTest, MaxConcurrencyAnswersELIMIT) {
   ASSERT_EQ(0, ch.Init(limited.listen_address(), &opt));
   Controller slow, refused;
   IOBuf req, resp, resp2;
-  req.append("300");
+  req.append("held");
   CountdownEvent ended(1);
-  ch.CallMethod("sleep", &slow, req, &resp, [&] { ended.signal(); });
-  usleep(100000);
+  ch.CallMethod("gate", &slow, req, &resp, [&] { ended.signal(); });
+  ASSERT_TRUE(test::wait_until([&] { return limited.calls_in_flight() == 1; }, test::kLong));
   Call(&ch, "echo", "x", &refused);
   EXPECT_EQ(ELIMIT, refused.ErrorCode());
+  g_gate_open.store(true, std::memory_order_release);
   ended.wait();
   EXPECT_EQ(0, slow.ErrorCode());
   limited.Stop();
@@ -322,13 +343,14 @@ TEST_F(ChannelTest, GracefulStopAnswersEveryStartedCall) {
   for (int i = 0; i < n; ++i) {
     IOBuf req;
     req.append("200");
-    ch.CallMethod("sleep", &cntls[i], req, &resps[i], [&] { all.signal(); });
+    ch.CallMethod("gate", &cntls[i], req, &resps[i], [&] { all.signal(); });
   }
   // Let them reach the handlers.
-  const int64_t deadline = test::now_ms() + 5000 * kTimeScale;
-  while (server_.calls_in_flight() < n && test::now_ms() < deadline) usleep(1000);
-  ASSERT_EQ(n, server_.calls_in_flight());
+  ASSERT_TRUE(test::wait_until([&] { return server_.calls_in_flight() == n; }, test::kLong))
+      << server_.calls_in_flight() << " of " << n << " calls in flight";
   server_.Stop();
+  // The calls end after the stop: each is still answered.
+  g_gate_open.store(true, std::memory_order_release);
   server_.Join();
   all.wait();
   for (int i = 0; i < n; ++i) {
@@ -423,7 +445,9 @@ TEST_F(ChannelTest, PooledConnectionsAreReusedAndATimedOutOneNeverIs) {
   }
   all.wait();
   for (int i = 0; i < n; ++i) EXPECT_EQ(0, cntls[i].ErrorCode());
-  EXPECT_EQ(static_cast<size_t>(n), server_.connection_count());
+  EXPECT_TRUE(test::wait_until([&] { return server_.connection_count() == static_cast<size_t>(n); },
+                               test::kLong))
+      << server_.connection_count();
   // A timed-out call's connection is closed, never handed out again.
   Controller slow;
   slow.set_timeout_ms(30);
