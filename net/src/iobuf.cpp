@@ -257,7 +257,25 @@ IOBuf& IOBuf::operator=(const IOBuf& other) {
   return *this;
 }
 
-IOBuf::IOBuf(IOBuf&& other) noexcept { swap(other); }
+IOBuf::IOBuf(IOBuf&& other) noexcept {
+  // Into an empty inline object: only other's state moves (swap's general
+  // case would save and restore both sides). The refs' counts move with
+  // them: other is left empty, owning nothing.
+  if (other.refs_ == other.inline_) {
+    for (uint32_t i = 0; i < other.nref_; ++i) inline_[i] = other.ref_at(i);
+  } else {
+    refs_ = other.refs_;
+    start_ = other.start_;
+    cap_ = other.cap_;
+  }
+  nref_ = other.nref_;
+  nbytes_ = other.nbytes_;
+  other.refs_ = other.inline_;
+  other.start_ = 0;
+  other.nref_ = 0;
+  other.cap_ = kInlineRefs;
+  other.nbytes_ = 0;
+}
 
 IOBuf& IOBuf::operator=(IOBuf&& other) noexcept {
   if (this != &other) {

@@ -33,7 +33,6 @@ using weft::IOBUF_IOV_MAX;
 using weft::test::kScale;
 using weft::test::pattern;
 
-
 // Invariants every IOBuf keeps: refs are non-empty and sum to size().
 void expect_consistent(const IOBuf& b) {
   size_t sum = 0;
@@ -230,6 +229,37 @@ TEST(IOBufTest, MoveAndSwapWithInlineRefs) {
   d = alias;  // self-assignment keeps the contents
   d = std::move(alias);
   EXPECT_TRUE(d.equals("xy!"));
+
+  // Move construction from a wrapped inline ring (rebased into the new
+  // object's own array) and from a ring on the heap (taken as it is).
+  IOBuf wrapped, spacer2;
+  for (char ch : {'1', '2'}) {
+    ASSERT_EQ(0, wrapped.push_back(ch));
+    ASSERT_EQ(0, spacer2.push_back('-'));
+  }
+  wrapped.pop_front(1);
+  ASSERT_EQ(0, wrapped.append("3", 1));
+  ASSERT_EQ(2u, wrapped.backing_block_num());
+  IOBuf from_inline(std::move(wrapped));
+  EXPECT_TRUE(wrapped.empty());
+  EXPECT_EQ(0u, wrapped.backing_block_num());
+  ASSERT_EQ(0, wrapped.append("w", 1));
+  ASSERT_EQ(0, from_inline.append("4", 1));
+  EXPECT_TRUE(from_inline.equals("234"));
+  EXPECT_TRUE(wrapped.equals("w"));
+  IOBuf many, spacer3;
+  for (char ch : {'a', 'b', 'c', 'd', 'e'}) {
+    ASSERT_EQ(0, many.push_back(ch));
+    ASSERT_EQ(0, spacer3.push_back('-'));
+  }
+  ASSERT_EQ(5u, many.backing_block_num());
+  IOBuf from_heap(std::move(many));
+  EXPECT_TRUE(many.empty());
+  EXPECT_TRUE(from_heap.equals("abcde"));
+  ASSERT_EQ(0, many.append("m", 1));
+  ASSERT_EQ(0, from_heap.append("f", 1));
+  EXPECT_TRUE(from_heap.equals("abcdef"));
+  EXPECT_TRUE(many.equals("m"));
 }
 
 TEST(IOBufTest, AppendIOBufSharesOrMoves) {

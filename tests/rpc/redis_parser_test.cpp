@@ -461,7 +461,17 @@ TEST(RedisBatchTest, InPlaceParseMatchesTheGeneralPathAtItsBounds) {
       "*02\r\n$003\r\nGET\r\n$1\r\nk\r\n",         // leading zeros
       "*1\r\n$4\r\nPINGxy",                        // the CRLF after a bulk is not checked
       "*1\r\n$000000000000000000004\r\nPING\r\n",  // a long length line
-      "*1\n\n$4\r\nPING\r\n",                      // the byte after the CR is not checked
+      "*1\r\n$000000000000000004\r\nPING\r\n",     // 18 digits: the fast path's most
+      "*1\r\n$0000000000000000004\r\nPING\r\n",    // 19 digits: the general path's
+      "*1\r\n$-0\r\n\r\n",                         // a signed zero length
+      "*1\r\n$+4\r\nPING\r\n",
+      "*1\r\n$ 4\r\nPING\r\n",
+      "*1\r\n$4 \r\nPING\r\n",
+      "*1\r\n$\r\nPING\r\n",  // no digits
+      "*+1\r\n$4\r\nPING\r\n",
+      "*1\r\n$4",  // a length line not yet whole
+      "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nPING\r\n",
+      "*1\n\n$4\r\nPING\r\n",  // the byte after the CR is not checked
       std::string("PING\t\v\f a\0b \r\n", 15),
       "PING\r",
       "  SET  'a b'  \"c\\x41\"  \r\n",

@@ -100,16 +100,7 @@ class RedisServerTest : public ::testing::Test {
   // True when the peer closed within the deadline (bytes before the EOF
   // are appended to *got).
   static bool ReadToEof(int fd, std::string* got) {
-    const int64_t deadline = test::now_ms() + 10000 * kTimeScale;
-    char buf[65536];
-    while (test::now_ms() < deadline) {
-      pollfd p{fd, POLLIN, 0};
-      if (poll(&p, 1, 100) <= 0) continue;
-      const ssize_t n = recv(fd, buf, sizeof(buf), 0);
-      if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
-      if (n > 0) got->append(buf, static_cast<size_t>(n));
-    }
-    return false;
+    return test::closed_by_peer(fd, 10000 * kTimeScale, got);
   }
 
   RedisStore store_;
@@ -162,6 +153,28 @@ TEST_F(RedisServerTest, CommandsAndErrorsAreWordedAsRedis) {
   Send(fd, "HELLO 2\r\n");
   EXPECT_EQ('*', test::read_until(fd, 1, 10000)[0]);
   close(fd);
+}
+
+// As redis-server: an HTTP request at a Redis port (cross protocol
+// scripting) closes the connection unanswered; the commands before it in
+// the same read still run, and none after it.
+TEST_F(RedisServerTest, AnHttpRequestAfterCommandsClosesUnansweredAndTheCommandsBeforeItRun) {
+  for (const char* attack : {"POST / HTTP/1.1\r\n", "Host: x\r\n"}) {
+    store_.Clear();
+    const int fd = Connect();
+    Send(fd, std::string("PING\r\nSET a 1\r\n") + attack + "SET after 1\r\n");
+    std::string got;
+    EXPECT_TRUE(ReadToEof(fd, &got)) << attack;
+    EXPECT_EQ(std::string::npos, got.find('-')) << attack << " was answered: " << got;
+    close(fd);
+    // (The batch runs in its own fiber: it may end after the close.)
+    std::string v;
+    for (int i = 0; i < 10000 * kTimeScale && !store_.Get("a", MonotonicMs(), &v); ++i) {
+      usleep(1000);
+    }
+    EXPECT_EQ("1", v) << attack;
+    EXPECT_FALSE(store_.Get("after", MonotonicMs(), &v)) << attack;
+  }
 }
 
 TEST_F(RedisServerTest, QuitAnswersOkThenClosesAndLaterCommandsDoNotRun) {

@@ -45,7 +45,10 @@ size_t RedisStore::ShardIndex(std::string_view key) const {
 RedisStore::Shard& RedisStore::ShardOf(std::string_view key) { return *shards_[ShardIndex(key)]; }
 
 RedisStore::Entry* RedisStore::FindLive(Shard& s, std::string_view key, int64_t now_ms) {
-  s.scratch.assign(key.data(), key.size());
+  // clear + append: cheaper than assign (which must allow an overlapping
+  // source), and the capacity is kept either way.
+  s.scratch.clear();
+  s.scratch.append(key.data(), key.size());
   auto it = s.map.find(s.scratch);
   if (it == s.map.end()) return nullptr;
   if (it->second.expire_at_ms != kNoExpiry && it->second.expire_at_ms <= now_ms) {

@@ -367,8 +367,10 @@ ParseResult ParseRequest(IOBuf* source, Socket* socket) {
   }
   // Every complete command of the buffer goes into one batch; the first
   // allocation waits for the first command (a partial one costs nothing).
+  // The first command is cut into `first`; once the batch exists, each
+  // next one straight into its slot (no move of a command per command).
   RedisMessage* msg = nullptr;
-  RespCommand cmd;
+  RespCommand first;
   for (;;) {
     // Only at a command's start: mid-command (a bulk split across reads)
     // the bytes are a value, and the parser already consumed RESP.
@@ -377,16 +379,19 @@ ParseResult ParseRequest(IOBuf* source, Socket* socket) {
       const ParseError e = ClaimInline(*source);
       if (e != PARSE_OK) return ParseResult::Error(e);  // nothing cut yet (not chosen)
     }
-    const RespRequestParser::Result r = conn->parser.Parse(source, &cmd);
+    RespCommand* const cmd = msg == nullptr ? &first : &msg->commands.emplace_back();
+    const RespRequestParser::Result r = conn->parser.Parse(source, cmd);
+    if (r != RespRequestParser::kOk && msg != nullptr) msg->commands.pop_back();  // no command
     if (r == RespRequestParser::kNeedMore) break;
     if (r == RespRequestParser::kOk &&
-        (std::string_view(cmd.name) == "post" || std::string_view(cmd.name) == "host:")) {
+        (std::string_view(cmd->name) == "post" || std::string_view(cmd->name) == "host:")) {
       // As redis-server: an HTTP request smuggled at a Redis port (cross
       // protocol scripting) closes the connection without a reply. The
       // commands before it still run, as they would have alone.
       WEFT_NET_WARN("close %s: redis: '%s' command, possibly an HTTP request",
-                    socket->description().c_str(), cmd.name.c_str());
+                    socket->description().c_str(), cmd->name.c_str());
       if (msg != nullptr) {
+        msg->commands.pop_back();
         conn->attack_pending = true;
         break;
       }
@@ -398,9 +403,11 @@ ParseResult ParseRequest(IOBuf* source, Socket* socket) {
       msg = new RedisMessage;
       // A pipeline of 16 (redis-benchmark -P 16) fits without growing.
       msg->commands.reserve(16);
-    }
-    if (r == RespRequestParser::kOk) {
-      msg->commands.push_back(std::move(cmd));
+      if (r == RespRequestParser::kOk) {
+        msg->commands.push_back(std::move(first));
+        continue;
+      }
+    } else if (r == RespRequestParser::kOk) {
       continue;
     }
     // Answered after the batch's commands, then the connection closes
