@@ -204,6 +204,10 @@ TEST_F(RedisBatchAccountingTest, MaxConcurrencyRefusesOtherConnectionsNotTheBatc
   }
   Send(pipelined, request);
   EXPECT_EQ(reply, Read(pipelined, reply.size()));
+  // Its replies can be read a moment before its batch ends and frees the
+  // slot; a command sent meanwhile would be refused (BLOCK too).
+  for (int i = 0; i < 10000 * kTimeScale && server_.calls_in_flight() != 0; ++i) usleep(1000);
+  ASSERT_EQ(0, server_.calls_in_flight());
   const int blocked = Connect();
   // (A connection's first inline command must be a Redis one.)
   Send(blocked, "PING\r\nBLOCK\r\nPING\r\n");
