@@ -19,6 +19,7 @@
 #include <mutex>
 #include <random>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -190,6 +191,25 @@ TEST(IOBufTest, CopiesShareBlocksAndStayIndependent) {
   EXPECT_EQ(base, IOBuf::block_count());
 }
 
+// Appends each of `chars` as its own ref: a spacer takes a byte of the
+// thread's block between them, so no ref extends the one before it.
+void AppendRefPerByte(IOBuf* buf, std::string_view chars) {
+  IOBuf spacer;
+  for (char ch : chars) {
+    ASSERT_EQ(0, buf->push_back(ch));
+    ASSERT_EQ(0, spacer.push_back('-'));
+  }
+}
+
+// "23" in two inline refs, the ring's start at 1 (wrapped): the first of
+// three popped.
+void MakeWrappedInlineRing(IOBuf* buf) {
+  AppendRefPerByte(buf, "12");
+  buf->pop_front(1);
+  ASSERT_EQ(0, buf->append("3", 1));
+  ASSERT_EQ(2u, buf->backing_block_num());
+}
+
 TEST(IOBufTest, MoveAndSwapWithInlineRefs) {
   // One ref: the ring is inline. A moved-to buffer must not point into the
   // source's inline array: appending to the source must not change it.
@@ -202,15 +222,8 @@ TEST(IOBufTest, MoveAndSwapWithInlineRefs) {
   delete a;  // ASan: b may not refer to the freed source
   EXPECT_TRUE(b.equals("xy"));
 
-  IOBuf c, spacer;
-  // Two refs with the ring's start at 1 (wrapped): pop the first of three.
-  for (char ch : {'1', '2'}) {
-    ASSERT_EQ(0, c.push_back(ch));
-    ASSERT_EQ(0, spacer.push_back('-'));
-  }
-  c.pop_front(1);
-  ASSERT_EQ(0, c.append("3", 1));
-  ASSERT_EQ(2u, c.backing_block_num());
+  IOBuf c;
+  MakeWrappedInlineRing(&c);
   EXPECT_TRUE(c.equals("23"));
   IOBuf d;
   d = std::move(c);
@@ -232,14 +245,8 @@ TEST(IOBufTest, MoveAndSwapWithInlineRefs) {
 
   // Move construction from a wrapped inline ring (rebased into the new
   // object's own array) and from a ring on the heap (taken as it is).
-  IOBuf wrapped, spacer2;
-  for (char ch : {'1', '2'}) {
-    ASSERT_EQ(0, wrapped.push_back(ch));
-    ASSERT_EQ(0, spacer2.push_back('-'));
-  }
-  wrapped.pop_front(1);
-  ASSERT_EQ(0, wrapped.append("3", 1));
-  ASSERT_EQ(2u, wrapped.backing_block_num());
+  IOBuf wrapped;
+  MakeWrappedInlineRing(&wrapped);
   IOBuf from_inline(std::move(wrapped));
   EXPECT_TRUE(wrapped.empty());
   EXPECT_EQ(0u, wrapped.backing_block_num());
@@ -247,11 +254,8 @@ TEST(IOBufTest, MoveAndSwapWithInlineRefs) {
   ASSERT_EQ(0, from_inline.append("4", 1));
   EXPECT_TRUE(from_inline.equals("234"));
   EXPECT_TRUE(wrapped.equals("w"));
-  IOBuf many, spacer3;
-  for (char ch : {'a', 'b', 'c', 'd', 'e'}) {
-    ASSERT_EQ(0, many.push_back(ch));
-    ASSERT_EQ(0, spacer3.push_back('-'));
-  }
+  IOBuf many;
+  AppendRefPerByte(&many, "abcde");
   ASSERT_EQ(5u, many.backing_block_num());
   IOBuf from_heap(std::move(many));
   EXPECT_TRUE(many.empty());

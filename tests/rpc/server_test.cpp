@@ -55,6 +55,17 @@ struct JoinOnExit {
 using test_raw::Echo;
 using test_raw::Sleep;
 
+// A method that waits for *gate, then echoes (and counts its end in
+// *finished when given): calls a test needs held in the handler.
+auto GatedEcho(CountdownEvent* gate, std::atomic<int>* finished = nullptr) {
+  return [gate, finished](Controller*, const IOBuf& req, IOBuf* resp, Closure done) {
+    gate->wait();
+    resp->append(req);
+    done();
+    if (finished != nullptr) finished->fetch_add(1);
+  };
+}
+
 class ServerTest : public ::testing::Test {
  protected:
   void StartServer(const ServerOptions* opt = nullptr) {
@@ -254,13 +265,7 @@ TEST_F(ServerTest, CallsOfABadConnectionFinishAndTheirRepliesAreDropped) {
   Watchdog wd("bad connection calls", kLong);
   std::atomic<int> finished{0};
   CountdownEvent gate(1);
-  ASSERT_EQ(
-      0, server_.AddMethod("gated", [&](Controller*, const IOBuf& req, IOBuf* resp, Closure done) {
-        gate.wait();
-        resp->append(req);
-        done();
-        finished.fetch_add(1);
-      }));
+  ASSERT_EQ(0, server_.AddMethod("gated", GatedEcho(&gate, &finished)));
   StartServer();
   RawClient b(addr());
   ASSERT_TRUE(b.Call(1, "gated", "x"));
@@ -277,12 +282,7 @@ TEST_F(ServerTest, StopThenJoinAnswersEveryStartedCallThenCloses) {
   // The started calls are held until the refusals below were read (a
   // sleep they outlast would race them on a slow machine).
   CountdownEvent gate(1);
-  ASSERT_EQ(
-      0, server_.AddMethod("gated", [&](Controller*, const IOBuf& req, IOBuf* resp, Closure done) {
-        gate.wait();
-        resp->append(req);
-        done();
-      }));
+  ASSERT_EQ(0, server_.AddMethod("gated", GatedEcho(&gate)));
   StartServer();
   RawClient c1(addr());
   RawClient c2(addr());
