@@ -70,6 +70,13 @@ class TaskControl {
 
   // Fewer CPUs in the affinity mask than workers (see cpus_scarce_).
   bool cpus_scarce() const { return cpus_scarce_.load(std::memory_order_relaxed); }
+  // Whether a searching worker gives its CPU away (sched_yield) after its
+  // steal round `round` instead of pausing: every
+  // --weft_search_yield_every rounds, every round when CPUs are scarce.
+  bool search_yields_after(uint32_t round) const {
+    const uint32_t every = search_yield_every_.load(std::memory_order_relaxed);
+    return every != 0 && round % every == every - 1;
+  }
   int concurrency() const { return ngroups_.load(std::memory_order_acquire); }
   // Raises the worker count to `target`. Returns 0 or EAGAIN (no pthread).
   int add_workers(int target);
@@ -133,6 +140,8 @@ class TaskControl {
   // between steal rounds instead of spinning, since the worker it would
   // steal from may be waiting for that very CPU.
   std::atomic<bool> cpus_scarce_{false};
+  // See search_yields_after(); set with cpus_scarce_.
+  std::atomic<uint32_t> search_yield_every_{0};
 };
 
 }  // namespace weft::sched
