@@ -277,6 +277,42 @@ TEST(RedisWriterTest, RepliesAndErrorsAreWordedAsRedis) {
             UnknownCommandError(args));
 }
 
+// The writers build a reply of up to 256 bytes on the stack and append it
+// once; longer ones go out piece by piece. Both give the same bytes, at
+// every length across the switch, for every writer, and a long error is
+// cleaned of CR/LF too.
+TEST(RedisWriterTest, SmallAndLargeRepliesAreTheSameBytesAcrossTheSwitch) {
+  for (size_t n = 200; n <= 300; ++n) {
+    std::string text(n, 'x');
+    text[n / 2] = '\r';
+    text[n / 3] = '\n';
+    std::string clean = text;
+    clean[n / 2] = ' ';
+    clean[n / 3] = ' ';
+    const std::string bulk(n, 'b');
+    IOBuf out;
+    AppendBulk(&out, bulk);
+    AppendError(&out, text);
+    AppendStatus(&out, clean);
+    EXPECT_EQ("$" + std::to_string(n) + "\r\n" + bulk + "\r\n-" + clean + "\r\n+" + clean + "\r\n",
+              out.to_string())
+        << "length " << n;
+    IOBuf req;
+    AppendRequestArg(&req, bulk);
+    AppendRequestArg(&req, "");
+    RedisArgs args;
+    ASSERT_TRUE(args.Parse(req)) << "length " << n;
+    ASSERT_EQ(2u, args.size());
+    EXPECT_EQ(bulk, args[0]);
+    EXPECT_EQ("", args[1]);
+  }
+  IOBuf out;
+  AppendBulk(&out, "");
+  AppendInteger(&out, INT64_MIN);
+  AppendArrayHeader(&out, 0);
+  EXPECT_EQ("$0\r\n\r\n:-9223372036854775808\r\n*0\r\n", out.to_string());
+}
+
 TEST(RedisReplyTest, RepliesDecodeAndDeepNestingIsRefused) {
   IOBuf resp;
   resp.append("+OK\r\n:7\r\n$-1\r\n*2\r\n$1\r\na\r\n*1\r\n-ERR x\r\n$3\r\nabc\r\n");

@@ -4,6 +4,7 @@
 #include <gflags/gflags.h>
 #include <string.h>
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <memory>
@@ -26,6 +27,10 @@ namespace weft::rpc::redis {
 
 namespace {
 
+// The most commands a batch reserves room for before it knows its count
+// (26 KiB of 104-byte RespCommand slots).
+constexpr size_t kMaxReservedCommands = 256;
+
 // A server connection's redis state. Owned by the socket (kProtocol slot),
 // deleted when it recycles; whoever touches it holds a socket reference.
 class RedisConnection : public SocketContext {
@@ -43,6 +48,11 @@ class RedisConnection : public SocketContext {
   bool attack_pending = false;
   // Reading fiber only: the next batch's number.
   uint64_t next_seq = 0;
+  // Reading fiber only: the last batch's command count (at least 16, at
+  // most kMaxReservedCommands), reserved up front for the next batch, so a
+  // client that pipelines more than 16 commands a read (or a read that
+  // caught several clients' worth) does not grow the vector per batch.
+  size_t batch_hint = 16;
   // Set once a reply closes the connection (QUIT, a protocol error, the
   // output limit, a refused write): later commands are not run, as Redis
   // stops serving such a client. Touched only by the fiber running the
@@ -372,6 +382,10 @@ ParseResult ParseRequest(IOBuf* source, Socket* socket) {
   RedisMessage* msg = nullptr;
   RespCommand first;
   for (;;) {
+    // All bytes taken: no next command to cut (and no slot to make for
+    // one, which at a full reservation would grow the vector only to pop
+    // the slot again).
+    if (msg != nullptr && source->empty()) break;
     // Only at a command's start: mid-command (a bulk split across reads)
     // the bytes are a value, and the parser already consumed RESP.
     if (!conn->chosen && conn->parser.at_command_start() && !source->empty() &&
@@ -401,8 +415,7 @@ ParseResult ParseRequest(IOBuf* source, Socket* socket) {
     conn->chosen = true;
     if (msg == nullptr) {
       msg = new RedisMessage;
-      // A pipeline of 16 (redis-benchmark -P 16) fits without growing.
-      msg->commands.reserve(16);
+      msg->commands.reserve(conn->batch_hint);
       if (r == RespRequestParser::kOk) {
         msg->commands.push_back(std::move(first));
         continue;
@@ -420,6 +433,7 @@ ParseResult ParseRequest(IOBuf* source, Socket* socket) {
     break;
   }
   if (msg == nullptr) return ParseResult::Error(PARSE_ERROR_NOT_ENOUGH_DATA);
+  conn->batch_hint = std::clamp<size_t>(msg->commands.size(), 16, kMaxReservedCommands);
   msg->seq = conn->next_seq++;
   return ParseResult::Ok(msg);
 }

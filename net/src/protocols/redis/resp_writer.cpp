@@ -8,10 +8,14 @@ namespace weft::rpc::redis {
 
 namespace {
 
-// "<type><n>\r\n" without snprintf (a reply header per command).
-void AppendPrefixed(IOBuf* out, char type, int64_t n) {
-  char buf[32];
-  char* end = buf + sizeof(buf);
+// A reply is built on the stack and appended once when it is this small or
+// smaller: one IOBuf::append per reply instead of three to five (a third
+// of a pipelined PING's cost in the writers went to the extra appends).
+constexpr size_t kSmallReply = 256;
+
+// Writes "<type><n>\r\n" ending at `end` without snprintf; returns where it
+// starts. `end` must have 23 bytes before it (the longest: INT64_MIN).
+char* FormatPrefixed(char* end, char type, int64_t n) {
   char* p = end;
   *--p = '\n';
   *--p = '\r';
@@ -23,7 +27,41 @@ void AppendPrefixed(IOBuf* out, char type, int64_t n) {
   } while (u != 0);
   if (n < 0) *--p = '-';
   *--p = type;
+  return p;
+}
+
+void AppendPrefixed(IOBuf* out, char type, int64_t n) {
+  char buf[32];
+  char* const end = buf + sizeof(buf);
+  const char* p = FormatPrefixed(end, type, n);
   out->append(p, static_cast<size_t>(end - p));
+}
+
+// "<type><text>\r\n", CR and LF in text replaced by spaces when `clean`.
+void AppendLine(IOBuf* out, char type, std::string_view text, bool clean) {
+  auto fix = [clean](char c) { return clean && (c == '\r' || c == '\n') ? ' ' : c; };
+  if (text.size() + 3 <= kSmallReply) {
+    char buf[kSmallReply];
+    buf[0] = type;
+    if (clean) {
+      for (size_t i = 0; i < text.size(); ++i) buf[1 + i] = fix(text[i]);
+    } else {
+      memcpy(buf + 1, text.data(), text.size());
+    }
+    buf[1 + text.size()] = '\r';
+    buf[2 + text.size()] = '\n';
+    out->append(buf, text.size() + 3);
+    return;
+  }
+  out->push_back(type);
+  if (clean) {
+    std::string fixed(text);
+    for (char& c : fixed) c = fix(c);
+    out->append(fixed);
+  } else {
+    out->append(text);
+  }
+  out->append("\r\n", 2);
 }
 
 }  // namespace
@@ -76,29 +114,35 @@ void AppendRequestArg(IOBuf* request, std::string_view arg) {
   const unsigned char hdr[4] = {static_cast<unsigned char>(n), static_cast<unsigned char>(n >> 8),
                                 static_cast<unsigned char>(n >> 16),
                                 static_cast<unsigned char>(n >> 24)};
+  if (arg.size() + sizeof(hdr) <= kSmallReply) {
+    char buf[kSmallReply];
+    memcpy(buf, hdr, sizeof(hdr));
+    memcpy(buf + sizeof(hdr), arg.data(), arg.size());
+    request->append(buf, sizeof(hdr) + arg.size());
+    return;
+  }
   request->append(hdr, sizeof(hdr));
   request->append(arg);
 }
 
-void AppendStatus(IOBuf* out, std::string_view text) {
-  out->push_back('+');
-  out->append(text);
-  out->append("\r\n", 2);
-}
+void AppendStatus(IOBuf* out, std::string_view text) { AppendLine(out, '+', text, false); }
 
-void AppendError(IOBuf* out, std::string_view text) {
-  std::string clean(text);
-  for (char& c : clean) {
-    if (c == '\r' || c == '\n') c = ' ';
-  }
-  out->push_back('-');
-  out->append(clean);
-  out->append("\r\n", 2);
-}
+void AppendError(IOBuf* out, std::string_view text) { AppendLine(out, '-', text, true); }
 
 void AppendInteger(IOBuf* out, int64_t n) { AppendPrefixed(out, ':', n); }
 
 void AppendBulk(IOBuf* out, std::string_view bytes) {
+  // The header is at most 23 bytes ("$" + 20 digits + CRLF).
+  if (bytes.size() + 32 + 2 <= kSmallReply) {
+    char buf[kSmallReply];
+    char* const header_end = buf + 32;
+    char* const start = FormatPrefixed(header_end, '$', static_cast<int64_t>(bytes.size()));
+    memcpy(header_end, bytes.data(), bytes.size());
+    header_end[bytes.size()] = '\r';
+    header_end[bytes.size() + 1] = '\n';
+    out->append(start, static_cast<size_t>(header_end - start) + bytes.size() + 2);
+    return;
+  }
   AppendPrefixed(out, '$', static_cast<int64_t>(bytes.size()));
   out->append(bytes);
   out->append("\r\n", 2);
