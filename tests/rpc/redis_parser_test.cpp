@@ -310,7 +310,17 @@ TEST(RedisWriterTest, SmallAndLargeRepliesAreTheSameBytesAcrossTheSwitch) {
   AppendBulk(&out, "");
   AppendInteger(&out, INT64_MIN);
   AppendArrayHeader(&out, 0);
-  EXPECT_EQ("$0\r\n\r\n:-9223372036854775808\r\n*0\r\n", out.to_string());
+  // Default views (null data, no bytes) too.
+  AppendBulk(&out, std::string_view());
+  AppendStatus(&out, std::string_view());
+  AppendError(&out, std::string_view());
+  EXPECT_EQ("$0\r\n\r\n:-9223372036854775808\r\n*0\r\n$0\r\n\r\n+\r\n-\r\n", out.to_string());
+  IOBuf req;
+  AppendRequestArg(&req, std::string_view());
+  RedisArgs args;
+  ASSERT_TRUE(args.Parse(req));
+  ASSERT_EQ(1u, args.size());
+  EXPECT_EQ("", args[0]);
 }
 
 TEST(RedisReplyTest, RepliesDecodeAndDeepNestingIsRefused) {

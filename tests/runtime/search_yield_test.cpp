@@ -1,17 +1,15 @@
 // --weft_search_yield_every: an idle worker looking for work to steal
 // gives its CPU away (sched_yield) between steal rounds at the rate the
 // flag sets, so a process sharing the CPUs gets them while weft searches.
-// This program defines sched_yield itself (the runtime's calls resolve to
-// it) to count the calls. Each case runs in a forked child, since the
-// runtime starts once per process.
+// The searches' calls are counted next to the call
+// (TaskControl::search_yields). Each case runs in a forked child, since
+// the runtime starts once per process.
 #include <gflags/gflags.h>
 #include <gtest/gtest.h>
 #include <sched.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
-#include <atomic>
-
+#include "sched/task_control.h"
 #include "test_util.h"
 #include "weft/bthread.h"
 
@@ -19,23 +17,14 @@ DECLARE_int32(weft_concurrency);
 DECLARE_int32(weft_search_yield_every);
 
 namespace {
-std::atomic<long> g_sched_yields{0};
-}  // namespace
-
-extern "C" int sched_yield() noexcept {
-  g_sched_yields.fetch_add(1, std::memory_order_relaxed);
-  return static_cast<int>(syscall(SYS_sched_yield));
-}
-
-namespace {
 
 using weft::test::in_child;
 
 void* noop(void*) { return nullptr; }
 
-// The sched_yield calls of 200 start-join cycles from a pthread: each
-// wakes a parked worker, which runs the fiber, then searches (and parks
-// again), so every cycle holds at least one search. Exit status: 0 when
+// The searches' sched_yield calls in 200 start-join cycles from a pthread:
+// each wakes a parked worker, which runs the fiber, then searches, finds
+// nothing and parks again, so every cycle holds one search at least. Exit status: 0 when
 // `ok(yields)`, 1 when not, 2 when a start failed.
 template <typename Ok>
 int yields_of_start_join_cycles(int every, Ok ok) {
@@ -45,13 +34,15 @@ int yields_of_start_join_cycles(int every, Ok ok) {
     bthread_t tid;
     if (bthread_start_background(&tid, nullptr, noop, nullptr) != 0) return 2;
     bthread_join(tid, nullptr);
-    g_sched_yields.store(0);
+    weft::sched::TaskControl* const c = weft::sched::TaskControl::get_if_started();
+    if (c == nullptr) return 2;
+    const uint64_t before = c->search_yields();
     for (int i = 0; i < 200; ++i) {
       if (bthread_start_background(&tid, nullptr, noop, nullptr) != 0) return 2;
       bthread_join(tid, nullptr);
       usleep(100);  // the search (20 us) ends before the next start
     }
-    const long yields = g_sched_yields.load();
+    const long yields = static_cast<long>(c->search_yields() - before);
     fprintf(stderr, "--weft_search_yield_every=%d: %ld sched_yield calls\n", every, yields);
     return ok(yields) ? 0 : 1;
   });
@@ -71,19 +62,17 @@ TEST(SearchYield, EveryRoundYieldsWhenTheFlagIsOne) {
 
 TEST(SearchYield, ZeroNeverYieldsWhileTheCpusSuffice) {
   if (!process_has_two_cpus()) GTEST_SKIP() << "one CPU: workers outnumber it, so they yield";
-  // Fewer yields than cycles: at 1 every search yields at least once (one
-  // per cycle or more, thousands in practice), at 0 none does. The other
-  // callers (a spin lock's or a butex wait's fallback after 64 pauses,
-  // dozens of times under a sanitizer) make up the rest.
-  EXPECT_EQ(yields_of_start_join_cycles(0, [](long yields) { return yields < 200; }), 0);
+  EXPECT_EQ(yields_of_start_join_cycles(0, [](long yields) { return yields == 0; }), 0);
 }
 
-TEST(SearchYield, TheDefaultYieldsDuringSearches) {
-  // The default (8): a search that runs 8 rounds or more yields once per
-  // 8; most of 200 do (a round is ~32 pauses, the search 20 us).
+TEST(SearchYield, TheDefaultYieldsOncePerSearchThatFindsNothing) {
+  // The default (8): rounds 7, 15, ... yield. A search that finds nothing
+  // runs 8 rounds at least (its give-up check comes every 8th round, after
+  // the yield), so each cycle's search yields once or more, however slow
+  // its rounds; half the cycles leaves room for searches a start cut short.
   const int every = FLAGS_weft_search_yield_every;
   ASSERT_GT(every, 1) << "the default is meant to yield now and then, not every round";
-  EXPECT_EQ(yields_of_start_join_cycles(every, [](long yields) { return yields >= 1; }), 0);
+  EXPECT_EQ(yields_of_start_join_cycles(every, [](long yields) { return yields >= 100; }), 0);
 }
 
 }  // namespace

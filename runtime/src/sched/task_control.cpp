@@ -339,6 +339,21 @@ bool TaskControl::wait_task(TaskGroup* g, TaskMeta** out) {
           found = true;
           break;
         }
+        // Between steal rounds: now and then give the CPU away, else
+        // pause. Another process, or the victim (always so with fewer CPUs
+        // than workers), may be waiting for this CPU. Every round would
+        // cost a pair of processes that both poll (weft client and server,
+        // unpinned) their ping-pong; never, a client sharing the CPUs
+        // waits out the whole search (--weft_search_yield_every). Before
+        // the give-up check, which falls on the same rounds: a search
+        // whose 8 rounds outlast kSearchNs (a slow CPU, a sanitizer, many
+        // victims) still yields once before it parks.
+        if (search_yields_after(static_cast<uint32_t>(round))) {
+          search_yields_.fetch_add(1, std::memory_order_relaxed);
+          sched_yield();
+        } else {
+          for (int i = 0; i < 32; ++i) base::cpu_relax();
+        }
         now = base::monotonic_ns();
         if ((round & 7) == 7) {
           if (now > give_up) {
@@ -348,16 +363,6 @@ bool TaskControl::wait_task(TaskGroup* g, TaskMeta** out) {
             timer_spinner = true;
             give_up = due + kTimerGraceNs;
           }
-        }
-        if (search_yields_after(static_cast<uint32_t>(round))) {
-          // Another process, or the victim (always so with fewer CPUs than
-          // workers), may be waiting for this CPU. Every round would cost
-          // a pair of processes that both poll (weft client and server,
-          // unpinned) their ping-pong; never, a client sharing the CPUs
-          // waits out the whole search (--weft_search_yield_every).
-          sched_yield();
-        } else {
-          for (int i = 0; i < 32; ++i) base::cpu_relax();
         }
       }
       if (timer_spinner) timer_spinning_.store(false, std::memory_order_relaxed);

@@ -77,6 +77,8 @@ class TaskControl {
     const uint32_t every = search_yield_every_.load(std::memory_order_relaxed);
     return every != 0 && round % every == every - 1;
   }
+  // sched_yield calls made by searching workers so far (a statistic).
+  uint64_t search_yields() const { return search_yields_.load(std::memory_order_relaxed); }
   int concurrency() const { return ngroups_.load(std::memory_order_acquire); }
   // Raises the worker count to `target`. Returns 0 or EAGAIN (no pthread).
   int add_workers(int target);
@@ -142,6 +144,9 @@ class TaskControl {
   std::atomic<bool> cpus_scarce_{false};
   // See search_yields_after(); set with cpus_scarce_.
   std::atomic<uint32_t> search_yield_every_{0};
+  // Counted next to each search's sched_yield. Relaxed: only a statistic,
+  // nothing is published through it.
+  alignas(64) std::atomic<uint64_t> search_yields_{0};
 };
 
 }  // namespace weft::sched

@@ -45,7 +45,7 @@ void AppendLine(IOBuf* out, char type, std::string_view text, bool clean) {
     buf[0] = type;
     if (clean) {
       for (size_t i = 0; i < text.size(); ++i) buf[1 + i] = fix(text[i]);
-    } else {
+    } else if (!text.empty()) {  // an empty view's data() may be null
       memcpy(buf + 1, text.data(), text.size());
     }
     buf[1 + text.size()] = '\r';
@@ -117,7 +117,7 @@ void AppendRequestArg(IOBuf* request, std::string_view arg) {
   if (arg.size() + sizeof(hdr) <= kSmallReply) {
     char buf[kSmallReply];
     memcpy(buf, hdr, sizeof(hdr));
-    memcpy(buf + sizeof(hdr), arg.data(), arg.size());
+    if (!arg.empty()) memcpy(buf + sizeof(hdr), arg.data(), arg.size());
     request->append(buf, sizeof(hdr) + arg.size());
     return;
   }
@@ -137,7 +137,7 @@ void AppendBulk(IOBuf* out, std::string_view bytes) {
     char buf[kSmallReply];
     char* const header_end = buf + 32;
     char* const start = FormatPrefixed(header_end, '$', static_cast<int64_t>(bytes.size()));
-    memcpy(header_end, bytes.data(), bytes.size());
+    if (!bytes.empty()) memcpy(header_end, bytes.data(), bytes.size());
     header_end[bytes.size()] = '\r';
     header_end[bytes.size() + 1] = '\n';
     out->append(start, static_cast<size_t>(header_end - start) + bytes.size() + 2);
