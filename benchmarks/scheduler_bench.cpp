@@ -23,7 +23,9 @@
 // counters too (p50_us, p99_us), and the RSS benchmark runs this binary again
 // (--bench_rss_child) so it measures a fresh process, not stacks that earlier
 // benchmarks left resident in the pool.
+#include <benchmark/benchmark.h>
 #include <errno.h>
+#include <gflags/gflags.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
@@ -38,6 +40,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <boost/context/detail/fcontext.hpp>
+#include <boost/fiber/fiber.hpp>
+#include <boost/fiber/operations.hpp>
+#include <boost/fiber/pooled_fixedsize_stack.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -47,14 +53,7 @@
 #include <thread>
 #include <vector>
 
-#include <benchmark/benchmark.h>
-#include <gflags/gflags.h>
-
-#include <boost/context/detail/fcontext.hpp>
-#include <boost/fiber/fiber.hpp>
-#include <boost/fiber/operations.hpp>
-#include <boost/fiber/pooled_fixedsize_stack.hpp>
-
+#include "scheduler_bench_util.h"
 #include "weft/bthread.h"
 #include "weft/butex.h"
 
@@ -74,58 +73,14 @@ using boost::context::detail::fcontext_t;
 using boost::context::detail::jump_fcontext;
 using boost::context::detail::make_fcontext;
 using boost::context::detail::transfer_t;
+using weft_bench::check;
+using weft_bench::noop_fiber;
+using weft_bench::now_ns;
+using weft_bench::report_latency;
+using weft_bench::run_in_fiber;
+using weft_bench::set_workers;
 
 constexpr size_t kBoostStackSize = 32 * 1024;  // same as a weft SMALL stack
-
-// ---------------------------------------------------------------- helpers
-
-int64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
-
-void check(int rc, const char* what) {
-  if (rc != 0) {
-    fprintf(stderr, "scheduler_bench: %s failed: %s\n", what, strerror(rc));
-    std::abort();
-  }
-}
-
-void* noop_fiber(void*) { return nullptr; }
-
-// Runs f() in a fiber (NORMAL stack) and waits for it from this pthread.
-template <typename F>
-void run_in_fiber(F& f) {
-  bthread_t tid = 0;
-  check(bthread_start_background(
-            &tid, &BTHREAD_ATTR_NORMAL,
-            [](void* arg) -> void* {
-              (*static_cast<F*>(arg))();
-              return nullptr;
-            },
-            &f),
-        "bthread_start_background(driver)");
-  check(bthread_join(tid, nullptr), "bthread_join(driver)");
-}
-
-void set_workers(benchmark::State& state) {
-  state.counters["workers"] = static_cast<double>(bthread_getconcurrency());
-}
-
-double percentile_us(const std::vector<int64_t>& sorted_ns, double p) {
-  if (sorted_ns.empty()) return 0;
-  size_t i = static_cast<size_t>(p * static_cast<double>(sorted_ns.size()));
-  if (i >= sorted_ns.size()) i = sorted_ns.size() - 1;
-  return static_cast<double>(sorted_ns[i]) / 1000.0;
-}
-
-void report_latency(benchmark::State& state, std::vector<int64_t>& samples) {
-  std::sort(samples.begin(), samples.end());
-  state.counters["p50_us"] = percentile_us(samples, 0.50);
-  state.counters["p99_us"] = percentile_us(samples, 0.99);
-  state.counters["max_us"] = samples.empty() ? 0 : static_cast<double>(samples.back()) / 1000.0;
-}
 
 // ------------------------------------------- 1. start_background + join batch
 
@@ -345,208 +300,6 @@ void BM_raw_jump_fcontext(benchmark::State& state) {
       static_cast<double>(elapsed_ns) / (2.0 * static_cast<double>(state.iterations()));
 }
 
-// --------------------------------------------------------- 4. ping-pong
-
-// One word, two parties: ping moves it from even to odd, pong from odd to
-// the next even; each waits while the word still holds its own last value.
-struct PingPong {
-  std::atomic<int>* word = nullptr;
-  std::atomic<bool> stop{false};
-};
-
-struct ButexOps {
-  static void wait(std::atomic<int>* w, int expected) { weft::butex_wait(w, expected, nullptr); }
-  static void wake(std::atomic<int>* w) { weft::butex_wake(w); }
-};
-
-struct FutexOps {
-  static void wait(std::atomic<int>* w, int expected) {
-    syscall(SYS_futex, reinterpret_cast<int*>(w), FUTEX_WAIT_PRIVATE, expected, nullptr, nullptr,
-            0);
-  }
-  static void wake(std::atomic<int>* w) {
-    syscall(SYS_futex, reinterpret_cast<int*>(w), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
-  }
-};
-
-template <typename Ops>
-void pong_loop(PingPong* p) {
-  int seen = 0;
-  for (;;) {
-    int v = p->word->load(std::memory_order_acquire);
-    while (v == seen) {
-      Ops::wait(p->word, seen);
-      v = p->word->load(std::memory_order_acquire);
-    }
-    if (p->stop.load(std::memory_order_acquire)) return;
-    p->word->store(v + 1, std::memory_order_release);
-    Ops::wake(p->word);
-    seen = v + 1;
-  }
-}
-
-template <typename Ops>
-void* pong_fiber(void* arg) {
-  pong_loop<Ops>(static_cast<PingPong*>(arg));
-  return nullptr;
-}
-
-// Runs the state loop; each iteration is one round trip.
-template <typename Ops>
-void ping_loop(benchmark::State& state, PingPong* p) {
-  int cur = 0;
-  for (auto _ : state) {
-    p->word->store(cur + 1, std::memory_order_release);
-    Ops::wake(p->word);
-    int v = p->word->load(std::memory_order_acquire);
-    while (v == cur + 1) {
-      Ops::wait(p->word, cur + 1);
-      v = p->word->load(std::memory_order_acquire);
-    }
-    cur = v;
-  }
-  p->stop.store(true, std::memory_order_release);
-  p->word->store(cur + 1, std::memory_order_release);
-  Ops::wake(p->word);
-}
-
-void BM_weft_butex_pingpong_fiber(benchmark::State& state) {
-  PingPong p;
-  p.word = weft::butex_create_checked<std::atomic<int>>();
-  if (p.word == nullptr) {
-    state.SkipWithError("butex_create failed");
-    return;
-  }
-  auto body = [&] {
-    bthread_t partner = 0;
-    check(bthread_start_background(&partner, &BTHREAD_ATTR_SMALL, pong_fiber<ButexOps>, &p),
-          "bthread_start_background(pong)");
-    ping_loop<ButexOps>(state, &p);
-    check(bthread_join(partner, nullptr), "bthread_join(pong)");
-  };
-  run_in_fiber(body);
-  weft::butex_destroy(p.word);
-  set_workers(state);
-}
-
-// Where the two pthreads of a ping-pong run. Left to the kernel, a 2-vCPU
-// VM flips between two regimes from run to run (both threads on one CPU: a
-// few us per round trip; one on each, with the idle vCPU halting between
-// wake-ups: tens of us), so each pthread ping-pong is measured pinned both
-// ways, the weft butex beside a raw futex in the same placement.
-enum class Placement { kSameCpu, kCrossCpu };
-
-// Pins the calling thread for the lifetime of the object, then restores its
-// affinity (threads created meanwhile inherit the pin, so the benchmark
-// thread creates none that outlive it).
-class ScopedPin {
- public:
-  ScopedPin() { ok_ = pthread_getaffinity_np(pthread_self(), sizeof(saved_), &saved_) == 0; }
-  ~ScopedPin() {
-    if (ok_) pthread_setaffinity_np(pthread_self(), sizeof(saved_), &saved_);
-  }
-  ScopedPin(const ScopedPin&) = delete;
-  ScopedPin& operator=(const ScopedPin&) = delete;
-
-  // Picks the CPUs of the two parties from the saved mask; false when the
-  // placement needs two CPUs and there is one.
-  bool choose(Placement where, int* mine, int* theirs) const {
-    if (!ok_) return false;
-    int found[2] = {-1, -1};
-    int n = 0;
-    for (int cpu = 0; cpu < CPU_SETSIZE && n < 2; ++cpu) {
-      if (CPU_ISSET(cpu, &saved_)) found[n++] = cpu;
-    }
-    if (n == 0 || (where == Placement::kCrossCpu && n < 2)) return false;
-    *mine = found[0];
-    *theirs = where == Placement::kSameCpu ? found[0] : found[1];
-    return true;
-  }
-
- private:
-  cpu_set_t saved_;
-  bool ok_ = false;
-};
-
-bool pin_self(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  return pthread_setaffinity_np(pthread_self(), sizeof(set), &set) == 0;
-}
-
-template <typename Ops>
-void pthread_pingpong(benchmark::State& state, PingPong* p, Placement where) {
-  ScopedPin pin;
-  int mine = 0;
-  int theirs = 0;
-  if (!pin.choose(where, &mine, &theirs) || !pin_self(mine)) {
-    state.SkipWithError("cannot pin threads for this placement");
-    return;
-  }
-  std::thread partner([p, theirs] {
-    pin_self(theirs);
-    pong_loop<Ops>(p);
-  });
-  ping_loop<Ops>(state, p);
-  partner.join();
-}
-
-void BM_weft_butex_pingpong_pthread(benchmark::State& state, Placement where) {
-  PingPong p;
-  p.word = weft::butex_create_checked<std::atomic<int>>();
-  if (p.word == nullptr) {
-    state.SkipWithError("butex_create failed");
-    return;
-  }
-  pthread_pingpong<ButexOps>(state, &p, where);
-  weft::butex_destroy(p.word);
-  set_workers(state);
-}
-
-void BM_futex_pingpong_pthread(benchmark::State& state, Placement where) {
-  std::atomic<int> word{0};
-  PingPong p;
-  p.word = &word;
-  pthread_pingpong<FutexOps>(state, &p, where);
-}
-
-void BM_condvar_pingpong_pthread(benchmark::State& state, Placement where) {
-  ScopedPin pin;
-  int mine = 0;
-  int theirs = 0;
-  if (!pin.choose(where, &mine, &theirs) || !pin_self(mine)) {
-    state.SkipWithError("cannot pin threads for this placement");
-    return;
-  }
-  std::mutex mu;
-  std::condition_variable cv;
-  int turn = 0;  // 1: the partner's move, 0: ours
-  bool stop = false;
-  std::thread partner([&, theirs] {
-    pin_self(theirs);
-    std::unique_lock<std::mutex> lock(mu);
-    for (;;) {
-      cv.wait(lock, [&] { return turn == 1 || stop; });
-      if (stop) return;
-      turn = 0;
-      cv.notify_one();
-    }
-  });
-  for (auto _ : state) {
-    std::unique_lock<std::mutex> lock(mu);
-    turn = 1;
-    cv.notify_one();
-    cv.wait(lock, [&] { return turn == 0; });
-  }
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    stop = true;
-  }
-  cv.notify_one();
-  partner.join();
-}
-
 // ------------------------------------------------------ 5. timer add + del
 
 void timer_noop(void*) {}
@@ -739,28 +492,36 @@ void BM_weft_rss_idle_small_fiber(benchmark::State& state) {
 // ------------------------------------------------------------ registration
 
 void register_benchmarks() {
-  using benchmark::RegisterBenchmark;
   using benchmark::kMicrosecond;
   using benchmark::kMillisecond;
+  using benchmark::RegisterBenchmark;
 
   // 1. Batches of --bench_batch fibers.
   RegisterBenchmark("weft/start_background_join_batch/from_fiber",
                     BM_weft_start_background_join_batch_fiber)
-      ->UseRealTime()->MeasureProcessCPUTime()->Unit(kMillisecond);
+      ->UseRealTime()
+      ->MeasureProcessCPUTime()
+      ->Unit(kMillisecond);
   RegisterBenchmark("weft/start_background_join_batch/from_pthread",
                     BM_weft_start_background_join_batch_pthread)
-      ->UseRealTime()->MeasureProcessCPUTime()->Unit(kMillisecond);
+      ->UseRealTime()
+      ->MeasureProcessCPUTime()
+      ->Unit(kMillisecond);
   RegisterBenchmark("boost_fiber/create_join_batch", BM_boost_fiber_create_join_batch)
-      ->UseRealTime()->Unit(kMillisecond);
+      ->UseRealTime()
+      ->Unit(kMillisecond);
 
   // 2. One fiber at a time.
   RegisterBenchmark("weft/start_urgent_join/from_fiber", BM_weft_start_urgent_join_fiber)
-      ->UseRealTime()->MeasureProcessCPUTime();
+      ->UseRealTime()
+      ->MeasureProcessCPUTime();
   RegisterBenchmark("weft/start_background_join/from_fiber", BM_weft_start_background_join_fiber)
-      ->UseRealTime()->MeasureProcessCPUTime();
+      ->UseRealTime()
+      ->MeasureProcessCPUTime();
   RegisterBenchmark("boost_fiber/create_join", BM_boost_fiber_create_join)->UseRealTime();
   RegisterBenchmark("baseline/pthread_create_join", BM_pthread_create_join)
-      ->UseRealTime()->Unit(kMicrosecond);
+      ->UseRealTime()
+      ->Unit(kMicrosecond);
 
   // 3. Yield and the switch floor.
   RegisterBenchmark("weft/yield", BM_weft_yield)->UseRealTime()->MeasureProcessCPUTime();
@@ -768,30 +529,14 @@ void register_benchmarks() {
   RegisterBenchmark("baseline/raw_jump_fcontext", BM_raw_jump_fcontext)->UseRealTime();
 
   // 4. Round trips over a butex (futex and condvar for the pthread floor).
-  RegisterBenchmark("weft/butex_pingpong/fiber_fiber", BM_weft_butex_pingpong_fiber)
-      ->UseRealTime()->MeasureProcessCPUTime();
-  const struct {
-    const char* suffix;
-    Placement where;
-  } placements[] = {{"same_cpu", Placement::kSameCpu}, {"cross_cpu", Placement::kCrossCpu}};
-  for (const auto& pl : placements) {
-    const std::string suffix = std::string("/pthread_pthread/") + pl.suffix;
-    RegisterBenchmark(("weft/butex_pingpong" + suffix).c_str(), BM_weft_butex_pingpong_pthread,
-                      pl.where)
-        ->UseRealTime()->MeasureProcessCPUTime();
-    RegisterBenchmark(("baseline/futex_pingpong" + suffix).c_str(), BM_futex_pingpong_pthread,
-                      pl.where)
-        ->UseRealTime()->MeasureProcessCPUTime();
-    RegisterBenchmark(("baseline/condvar_pingpong" + suffix).c_str(),
-                      BM_condvar_pingpong_pthread, pl.where)
-        ->UseRealTime()->MeasureProcessCPUTime();
-  }
+  weft_bench::register_pingpong_benchmarks();
 
   // 5. Timers.
   RegisterBenchmark("weft/timer_add_del/from_pthread", BM_weft_timer_add_del_pthread)
       ->UseRealTime();
   RegisterBenchmark("weft/timer_add_del/from_fiber", BM_weft_timer_add_del_fiber)
-      ->UseRealTime()->MeasureProcessCPUTime();
+      ->UseRealTime()
+      ->MeasureProcessCPUTime();
   RegisterBenchmark("baseline/clock_gettime_realtime_monotonic", BM_clock_gettime_pair)
       ->UseRealTime();
   RegisterBenchmark("baseline/std_mutex_lock_unlock_uncontended", BM_std_mutex_lock_unlock)
@@ -799,13 +544,18 @@ void register_benchmarks() {
 
   // 6. Sleep latency.
   RegisterBenchmark("weft/usleep_1us/from_fiber", BM_weft_usleep_1us_fiber)
-      ->UseRealTime()->MeasureProcessCPUTime()->Unit(kMicrosecond);
+      ->UseRealTime()
+      ->MeasureProcessCPUTime()
+      ->Unit(kMicrosecond);
   RegisterBenchmark("baseline/pthread_usleep_1us", BM_pthread_usleep_1us)
-      ->UseRealTime()->Unit(kMicrosecond);
+      ->UseRealTime()
+      ->Unit(kMicrosecond);
 
   // 7. Memory: one run in a fresh child process.
   RegisterBenchmark("weft/rss_idle_small_fiber", BM_weft_rss_idle_small_fiber)
-      ->Iterations(1)->UseRealTime()->Unit(kMillisecond);
+      ->Iterations(1)
+      ->UseRealTime()
+      ->Unit(kMillisecond);
 }
 
 }  // namespace
