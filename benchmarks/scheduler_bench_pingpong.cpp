@@ -149,15 +149,22 @@ bool pin_self(int cpu) {
   return pthread_setaffinity_np(pthread_self(), sizeof(set), &set) == 0;
 }
 
+// Pins this thread for `where` and says which CPU the partner takes; false
+// (the benchmark skipped) when the placement cannot be had.
+bool pin_for(benchmark::State& state, const ScopedPin& pin, Placement where, int* theirs) {
+  int mine = 0;
+  if (!pin.choose(where, &mine, theirs) || !pin_self(mine)) {
+    state.SkipWithError("cannot pin threads for this placement");
+    return false;
+  }
+  return true;
+}
+
 template <typename Ops>
 void pthread_pingpong(benchmark::State& state, PingPong* p, Placement where) {
   ScopedPin pin;
-  int mine = 0;
   int theirs = 0;
-  if (!pin.choose(where, &mine, &theirs) || !pin_self(mine)) {
-    state.SkipWithError("cannot pin threads for this placement");
-    return;
-  }
+  if (!pin_for(state, pin, where, &theirs)) return;
   std::thread partner([p, theirs] {
     pin_self(theirs);
     pong_loop<Ops>(p);
@@ -187,12 +194,8 @@ void BM_futex_pingpong_pthread(benchmark::State& state, Placement where) {
 
 void BM_condvar_pingpong_pthread(benchmark::State& state, Placement where) {
   ScopedPin pin;
-  int mine = 0;
   int theirs = 0;
-  if (!pin.choose(where, &mine, &theirs) || !pin_self(mine)) {
-    state.SkipWithError("cannot pin threads for this placement");
-    return;
-  }
+  if (!pin_for(state, pin, where, &theirs)) return;
   std::mutex mu;
   std::condition_variable cv;
   int turn = 0;  // 1: the partner's move, 0: ours
