@@ -3,7 +3,7 @@
 # redis-server, interleaved in one run so both see the same machine.
 #
 #   benchmarks/redis_compare.sh [-n REQUESTS] [-P PIPELINE] [-r PAIRS] [-w WEFT_REDIS]
-#                               [-f RESP_FLOOR_SERVER]
+#                               [-f RESP_FLOOR_SERVER] [-p]
 #
 # Defaults: -n 2000000 -P 16 -r 2 -w build/release/tools/weft-redis
 # -f build/release/benchmarks/resp_floor_server. The servers run for the
@@ -17,6 +17,9 @@
 #   pair 1: ping weft, ping redis, set weft, set redis, get weft, get redis
 #   pair 2: the same with redis first, and so on alternating;
 # the floor runs after both in every pair.
+# -p pins every server to CPU 0 and redis-benchmark to CPU 1 (taskset), so
+# no row depends on where the kernel put two one-threaded processes;
+# weft-redis then runs its default of one worker per CPU it may use (1).
 # -t ping,set,get of the issue is the three -t runs together (ping is
 # PING_INLINE and PING_MBULK). Prints requests per second per row and the
 # ratios weft / redis and floor / redis of each pair.
@@ -27,14 +30,18 @@ pipeline=16
 pairs=2
 weft=build/release/tools/weft-redis
 floor=build/release/benchmarks/resp_floor_server
-while getopts "n:P:r:w:f:" opt; do
+pin_server=()
+pin_client=()
+weft_threads=(--threads 2)
+while getopts "n:P:r:w:f:p" opt; do
   case $opt in
     n) n=$OPTARG ;;
     P) pipeline=$OPTARG ;;
     r) pairs=$OPTARG ;;
     w) weft=$OPTARG ;;
     f) floor=$OPTARG ;;
-    *) echo "usage: $0 [-n N] [-P P] [-r PAIRS] [-w WEFT_REDIS] [-f FLOOR]" >&2; exit 2 ;;
+    p) pin_server=(taskset -c 0); pin_client=(taskset -c 1); weft_threads=() ;;
+    *) echo "usage: $0 [-n N] [-P P] [-r PAIRS] [-w WEFT_REDIS] [-f FLOOR] [-p]" >&2; exit 2 ;;
   esac
 done
 
@@ -52,7 +59,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$weft" --port 0 --threads 2 >"$dir/w.out" 2>"$dir/w.err" &
+"${pin_server[@]}" "$weft" --port 0 "${weft_threads[@]}" >"$dir/w.out" 2>"$dir/w.err" &
 wpid=$!
 # listening_port FILE: the port of FILE's "listening on 127.0.0.1:PORT" line.
 listening_port() {
@@ -71,7 +78,7 @@ wport=$(listening_port "$dir/w.out")
 # its own redis-benchmark runs: the other servers' runs get both CPUs.
 fport=""
 if [ -n "$floor" ]; then
-  "$floor" --port 0 >"$dir/f.out" 2>"$dir/f.err" &
+  "${pin_server[@]}" "$floor" --port 0 >"$dir/f.out" 2>"$dir/f.err" &
   fpid=$!
   fport=$(listening_port "$dir/f.out")
   [ -n "$fport" ] || { echo "$floor did not start" >&2; exit 1; }
@@ -80,7 +87,7 @@ fi
 
 # A free port for redis-server: bind one with port 0 and read it back.
 rport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --loglevel warning \
+"${pin_server[@]}" redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --loglevel warning \
   >"$dir/r.log" 2>&1 &
 rpid=$!
 for _ in $(seq 100); do
@@ -96,7 +103,7 @@ run() {
     redis) port=$rport ;;
     floor) port=$fport; kill -CONT "$fpid" ;;
   esac
-  flock "$lock" timeout 120 redis-benchmark -h 127.0.0.1 -p "$port" -t "$test" -c 50 -n "$n" \
+  flock "$lock" timeout 120 "${pin_client[@]}" redis-benchmark -h 127.0.0.1 -p "$port" -t "$test" -c 50 -n "$n" \
     -P "$pipeline" -q 2>&1 | tr '\r' '\n' | grep "requests per second" |
     sed -n 's/^\([A-Z_]*\): \([0-9.]*\) requests per second, p50=\([0-9.]*\) msec.*/\1 \2 \3/p' |
     while read -r row rps p50; do echo "$pair $server $row $rps $p50"; done >>"$dir/results"
@@ -115,7 +122,7 @@ for pair in $(seq "$pairs"); do
   done
 done
 
-echo "redis-benchmark -t ping,set,get -c 50 -n $n -P $pipeline -q (weft-redis --threads 2 vs redis-server${floor:+ vs the floor})"
+echo "redis-benchmark -t ping,set,get -c 50 -n $n -P $pipeline -q (weft-redis ${weft_threads[*]:-(1 worker)} vs redis-server${floor:+ vs the floor}${pin_server[*]:+; servers on CPU 0, client on CPU 1})"
 printf "%-6s %-12s %12s %8s %12s %8s %12s %11s %12s\n" pair test weft-redis p50ms redis-server p50ms floor weft/redis floor/redis
 # Then per test the median of its pairs' ratios (the middle one; the lower
 # middle for an even count).
