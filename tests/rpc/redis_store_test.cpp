@@ -54,6 +54,43 @@ TEST(RedisStoreTest, ExpiredKeysVanishOnAccessAndBySweep) {
   EXPECT_EQ(1u, store.Size());
 }
 
+// The clock is read only for a key that has an expiry, once per NowMs, and
+// an expiring key is still judged by the real clock.
+TEST(RedisStoreTest, TheClockIsReadOnlyForAnExpiringKeyAndOncePerCall) {
+  RedisStore store(4);
+  std::string v;
+  ASSERT_TRUE(store.Set("plain", "1", RedisStore::kNoExpiry, RedisStore::SetCondition::kAlways,
+                        NowMs::Clock()));
+  const NowMs plain = NowMs::Clock();
+  EXPECT_TRUE(store.Get("plain", plain, &v));
+  EXPECT_FALSE(store.Get("missing", plain, &v));
+  EXPECT_TRUE(store.Exists("plain", plain));
+  EXPECT_EQ(-1, store.PttlMs("plain", plain));
+  int64_t n = 0;
+  EXPECT_EQ(RedisStore::IncrResult::kOk, store.IncrBy("plain", 1, plain, &n));
+  EXPECT_FALSE(plain.was_read());
+
+  const int64_t now = MonotonicMs();
+  ASSERT_TRUE(store.Set("soon", "x", now + 300 * kTimeScale, RedisStore::SetCondition::kAlways,
+                        NowMs::Clock()));
+  ASSERT_TRUE(
+      store.Set("later", "y", now + 600000, RedisStore::SetCondition::kAlways, NowMs::Clock()));
+  const NowMs expiring = NowMs::Clock();
+  EXPECT_TRUE(store.Get("later", expiring, &v));
+  ASSERT_TRUE(expiring.was_read());
+  const int64_t first = expiring.get();
+  EXPECT_GE(first, now);
+  // One read per NowMs: a multi-key command sees one time for every key.
+  usleep(3000);
+  EXPECT_EQ(first, expiring.get());
+
+  // The real clock still expires a key, read at the call.
+  EXPECT_TRUE(store.Get("soon", NowMs::Clock(), &v));
+  usleep(static_cast<useconds_t>(400000 * kTimeScale));
+  EXPECT_FALSE(store.Get("soon", NowMs::Clock(), &v));
+  EXPECT_EQ(-2, store.PttlMs("soon", NowMs::Clock()));
+}
+
 TEST(RedisStoreTest, ConditionsIncrementsAndOverflow) {
   RedisStore store;
   EXPECT_FALSE(store.Set("k", "x", 0, RedisStore::SetCondition::kIfPresent, 0));

@@ -65,7 +65,7 @@ bool EqualsNoCase(std::string_view a, std::string_view b) {
 
 void Incr(const Context& c, std::string_view key, int64_t delta, IOBuf* out) {
   int64_t v = 0;
-  switch (c.store->IncrBy(key, delta, MonotonicMs(), &v)) {
+  switch (c.store->IncrBy(key, delta, NowMs::Clock(), &v)) {
     case RedisStore::IncrResult::kOk:
       AppendInteger(out, v);
       break;
@@ -81,7 +81,7 @@ void Incr(const Context& c, std::string_view key, int64_t delta, IOBuf* out) {
 void Set(const Context& c, const RedisArgs& a, IOBuf* out) {
   int64_t expire_at = RedisStore::kNoExpiry;
   auto cond = RedisStore::SetCondition::kAlways;
-  const int64_t now = MonotonicMs();
+  const NowMs now = NowMs::Clock();  // read only for EX / PX, or an expiring key
   bool have_expiry = false;
   for (size_t i = 3; i < a.size(); ++i) {
     const std::string_view opt = a[i];
@@ -94,10 +94,10 @@ void Set(const Context& c, const RedisArgs& a, IOBuf* out) {
       int64_t n = 0;
       if (!Int(a[i + 1], &n)) return AppendError(out, kNotInteger);
       const bool seconds = EqualsNoCase(opt, "ex");
-      if (n <= 0 || (seconds && n > INT64_MAX / 1000) || n > INT64_MAX - now) {
+      if (n <= 0 || (seconds && n > INT64_MAX / 1000) || n > INT64_MAX - now.get()) {
         return AppendError(out, "ERR invalid expire time in 'set' command");
       }
-      expire_at = now + (seconds ? n * 1000 : n);
+      expire_at = now.get() + (seconds ? n * 1000 : n);
       have_expiry = true;
       ++i;
     } else {
@@ -236,7 +236,7 @@ const std::vector<CommandSpec>& Specs() {
       {"get", 2,
        [](const Context& c, const RedisArgs& a, IOBuf* out) {
          std::string v;
-         if (c.store->Get(a[1], MonotonicMs(), &v)) {
+         if (c.store->Get(a[1], NowMs::Clock(), &v)) {
            AppendBulk(out, v);
          } else {
            AppendNullBulk(out);
@@ -244,14 +244,14 @@ const std::vector<CommandSpec>& Specs() {
        }},
       {"del", -2,
        [](const Context& c, const RedisArgs& a, IOBuf* out) {
-         const int64_t now = MonotonicMs();
+         const NowMs now = NowMs::Clock();
          int64_t n = 0;
          for (size_t i = 1; i < a.size(); ++i) n += c.store->Delete(a[i], now) ? 1 : 0;
          AppendInteger(out, n);
        }},
       {"exists", -2,
        [](const Context& c, const RedisArgs& a, IOBuf* out) {
-         const int64_t now = MonotonicMs();
+         const NowMs now = NowMs::Clock();
          int64_t n = 0;
          for (size_t i = 1; i < a.size(); ++i) n += c.store->Exists(a[i], now) ? 1 : 0;
          AppendInteger(out, n);
@@ -272,7 +272,7 @@ const std::vector<CommandSpec>& Specs() {
        }},
       {"mget", -2,
        [](const Context& c, const RedisArgs& a, IOBuf* out) {
-         const int64_t now = MonotonicMs();
+         const NowMs now = NowMs::Clock();
          AppendArrayHeader(out, static_cast<int64_t>(a.size() - 1));
          std::string v;
          for (size_t i = 1; i < a.size(); ++i) {
@@ -303,12 +303,12 @@ const std::vector<CommandSpec>& Specs() {
        }},
       {"ttl", 2,
        [](const Context& c, const RedisArgs& a, IOBuf* out) {
-         const int64_t ms = c.store->PttlMs(a[1], MonotonicMs());
+         const int64_t ms = c.store->PttlMs(a[1], NowMs::Clock());
          AppendInteger(out, ms < 0 ? ms : (ms + 500) / 1000);
        }},
       {"pttl", 2,
        [](const Context& c, const RedisArgs& a, IOBuf* out) {
-         AppendInteger(out, c.store->PttlMs(a[1], MonotonicMs()));
+         AppendInteger(out, c.store->PttlMs(a[1], NowMs::Clock()));
        }},
       {"dbsize", 1,
        [](const Context& c, const RedisArgs&, IOBuf* out) {
@@ -344,12 +344,6 @@ const std::vector<CommandSpec>& Specs() {
 }
 
 }  // namespace
-
-int64_t MonotonicMs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
 
 int AddRedisCommands(rpc::Server* server, RedisStore* store, const ServerInfo* info) {
   const Context ctx{store, info, server};

@@ -20,9 +20,6 @@ struct ServerInfo {
   int64_t start_ms = 0;  // CLOCK_MONOTONIC
 };
 
-// CLOCK_MONOTONIC milliseconds (the store's clock).
-int64_t MonotonicMs();
-
 // Adds every command as a method of `server` (before Start). store, info
 // and server must outlive the server's calls. 0, or -1 with errno from
 // AddMethod.

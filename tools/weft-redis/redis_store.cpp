@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include <algorithm>
 #include <functional>
@@ -44,14 +45,20 @@ size_t RedisStore::ShardIndex(std::string_view key) const {
 
 RedisStore::Shard& RedisStore::ShardOf(std::string_view key) { return *shards_[ShardIndex(key)]; }
 
-RedisStore::Entry* RedisStore::FindLive(Shard& s, std::string_view key, int64_t now_ms) {
+int64_t MonotonicMs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+RedisStore::Entry* RedisStore::FindLive(Shard& s, std::string_view key, const NowMs& now) {
   // clear + append: cheaper than assign (which must allow an overlapping
   // source), and the capacity is kept either way.
   s.scratch.clear();
   s.scratch.append(key.data(), key.size());
   auto it = s.map.find(s.scratch);
   if (it == s.map.end()) return nullptr;
-  if (it->second.expire_at_ms != kNoExpiry && it->second.expire_at_ms <= now_ms) {
+  if (it->second.expire_at_ms != kNoExpiry && it->second.expire_at_ms <= now.get()) {
     EraseLocked(s, it);
     return nullptr;
   }
@@ -63,20 +70,20 @@ void RedisStore::EraseLocked(Shard& s, std::unordered_map<std::string, Entry>::i
   s.map.erase(it);
 }
 
-bool RedisStore::Get(std::string_view key, int64_t now_ms, std::string* value) {
+bool RedisStore::Get(std::string_view key, const NowMs& now, std::string* value) {
   Shard& s = ShardOf(key);
   std::lock_guard<Mutex> guard(s.mu);
-  Entry* e = FindLive(s, key, now_ms);
+  Entry* e = FindLive(s, key, now);
   if (e == nullptr) return false;
   *value = e->value;
   return true;
 }
 
 bool RedisStore::Set(std::string_view key, std::string_view value, int64_t expire_at_ms,
-                     SetCondition cond, int64_t now_ms) {
+                     SetCondition cond, const NowMs& now) {
   Shard& s = ShardOf(key);
   std::lock_guard<Mutex> guard(s.mu);
-  Entry* e = FindLive(s, key, now_ms);
+  Entry* e = FindLive(s, key, now);
   if ((cond == SetCondition::kIfMissing && e != nullptr) ||
       (cond == SetCondition::kIfPresent && e == nullptr)) {
     return false;
@@ -108,25 +115,25 @@ void RedisStore::MultiSet(const std::vector<std::pair<std::string_view, std::str
   for (auto it = order.rbegin(); it != order.rend(); ++it) shards_[*it]->mu.unlock();
 }
 
-bool RedisStore::Delete(std::string_view key, int64_t now_ms) {
+bool RedisStore::Delete(std::string_view key, const NowMs& now) {
   Shard& s = ShardOf(key);
   std::lock_guard<Mutex> guard(s.mu);
-  if (FindLive(s, key, now_ms) == nullptr) return false;
+  if (FindLive(s, key, now) == nullptr) return false;
   EraseLocked(s, s.map.find(s.scratch));
   return true;
 }
 
-bool RedisStore::Exists(std::string_view key, int64_t now_ms) {
+bool RedisStore::Exists(std::string_view key, const NowMs& now) {
   Shard& s = ShardOf(key);
   std::lock_guard<Mutex> guard(s.mu);
-  return FindLive(s, key, now_ms) != nullptr;
+  return FindLive(s, key, now) != nullptr;
 }
 
-RedisStore::IncrResult RedisStore::IncrBy(std::string_view key, int64_t delta, int64_t now_ms,
+RedisStore::IncrResult RedisStore::IncrBy(std::string_view key, int64_t delta, const NowMs& now,
                                           int64_t* result) {
   Shard& s = ShardOf(key);
   std::lock_guard<Mutex> guard(s.mu);
-  Entry* e = FindLive(s, key, now_ms);
+  Entry* e = FindLive(s, key, now);
   int64_t cur = 0;
   if (e != nullptr && !StringToInt64(e->value, &cur)) return IncrResult::kNotInteger;
   if ((delta > 0 && cur > INT64_MAX - delta) || (delta < 0 && cur < INT64_MIN - delta)) {
@@ -139,12 +146,12 @@ RedisStore::IncrResult RedisStore::IncrBy(std::string_view key, int64_t delta, i
   return IncrResult::kOk;
 }
 
-bool RedisStore::ExpireAt(std::string_view key, int64_t at_ms, int64_t now_ms) {
+bool RedisStore::ExpireAt(std::string_view key, int64_t at_ms, const NowMs& now) {
   Shard& s = ShardOf(key);
   std::lock_guard<Mutex> guard(s.mu);
-  Entry* e = FindLive(s, key, now_ms);
+  Entry* e = FindLive(s, key, now);
   if (e == nullptr) return false;
-  if (at_ms <= now_ms) {
+  if (at_ms <= now.get()) {
     EraseLocked(s, s.map.find(s.scratch));
     return true;
   }
@@ -153,13 +160,13 @@ bool RedisStore::ExpireAt(std::string_view key, int64_t at_ms, int64_t now_ms) {
   return true;
 }
 
-int64_t RedisStore::PttlMs(std::string_view key, int64_t now_ms) {
+int64_t RedisStore::PttlMs(std::string_view key, const NowMs& now) {
   Shard& s = ShardOf(key);
   std::lock_guard<Mutex> guard(s.mu);
-  Entry* e = FindLive(s, key, now_ms);
+  Entry* e = FindLive(s, key, now);
   if (e == nullptr) return -2;
   if (e->expire_at_ms == kNoExpiry) return -1;
-  return e->expire_at_ms - now_ms;
+  return e->expire_at_ms - now.get();
 }
 
 size_t RedisStore::Size() const {
