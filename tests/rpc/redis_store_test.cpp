@@ -91,6 +91,55 @@ TEST(RedisStoreTest, TheClockIsReadOnlyForAnExpiringKeyAndOncePerCall) {
   EXPECT_EQ(-2, store.PttlMs("soon", NowMs::Clock()));
 }
 
+// Lookups reuse the hash that chose the shard; with thousands of keys per
+// shard (past libstdc++'s linear scan of small maps, through many
+// rehashes) every call still finds what the others stored, whichever path
+// hashed the key.
+TEST(RedisStoreTest, ManyKeysAreFoundByEveryCallAcrossRehashes) {
+  RedisStore store(4);
+  constexpr int kKeys = 20000;
+  // Half inserted by Set (the shard's hash, reused), half by MultiSet (the
+  // map's own hash): a lookup must find both kinds.
+  for (int i = 0; i < kKeys; ++i) {
+    const std::string k = "key:" + std::to_string(i);
+    const std::string value = std::to_string(i);
+    if (i % 2 == 0) {
+      ASSERT_TRUE(
+          store.Set(k, value, RedisStore::kNoExpiry, RedisStore::SetCondition::kIfMissing, 0));
+    } else {
+      store.MultiSet({{k, value}});
+    }
+  }
+  EXPECT_EQ(static_cast<size_t>(kKeys), store.Size());
+  std::string v;
+  int64_t n = 0;
+  for (int i = 0; i < kKeys; ++i) {
+    const std::string k = "key:" + std::to_string(i);
+    ASSERT_TRUE(store.Get(k, 0, &v)) << k;
+    ASSERT_EQ(std::to_string(i), v);
+    ASSERT_EQ(RedisStore::IncrResult::kOk, store.IncrBy(k, 1, 0, &n));
+    ASSERT_EQ(i + 1, n);
+    ASSERT_FALSE(store.Set(k, "x", RedisStore::kNoExpiry, RedisStore::SetCondition::kIfMissing, 0));
+  }
+  for (int i = 0; i < kKeys; i += 2) {
+    const std::string k = "key:" + std::to_string(i);
+    ASSERT_TRUE(store.ExpireAt(k, 100, 0));
+    ASSERT_EQ(100, store.PttlMs(k, 0));
+  }
+  for (int i = 0; i < kKeys; ++i) {
+    const std::string k = "key:" + std::to_string(i);
+    if (i % 4 == 1) {
+      ASSERT_TRUE(store.Delete(k, 0));
+    }
+  }
+  for (int i = 0; i < kKeys; ++i) {
+    const std::string k = "key:" + std::to_string(i);
+    // Even: expired at 100. i % 4 == 1: deleted. The rest: there.
+    ASSERT_EQ(i % 2 == 1 && i % 4 != 1, store.Exists(k, 100)) << k;
+  }
+  EXPECT_EQ(static_cast<size_t>(kKeys / 4), store.Size());
+}
+
 TEST(RedisStoreTest, ConditionsIncrementsAndOverflow) {
   RedisStore store;
   EXPECT_FALSE(store.Set("k", "x", 0, RedisStore::SetCondition::kIfPresent, 0));

@@ -43,7 +43,10 @@ size_t RedisStore::ShardIndex(std::string_view key) const {
   return std::hash<std::string_view>()(key) % shards_.size();
 }
 
-RedisStore::Shard& RedisStore::ShardOf(std::string_view key) { return *shards_[ShardIndex(key)]; }
+RedisStore::Shard& RedisStore::ShardOf(std::string_view key, size_t* hash) {
+  *hash = std::hash<std::string_view>()(key);
+  return *shards_[*hash % shards_.size()];
+}
 
 int64_t MonotonicMs() {
   timespec ts;
@@ -51,11 +54,9 @@ int64_t MonotonicMs() {
   return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
 
-RedisStore::Entry* RedisStore::FindLive(Shard& s, std::string_view key, const NowMs& now) {
-  // clear + append: cheaper than assign (which must allow an overlapping
-  // source), and the capacity is kept either way.
-  s.scratch.clear();
-  s.scratch.append(key.data(), key.size());
+RedisStore::Entry* RedisStore::FindLive(Shard& s, std::string_view key, size_t hash,
+                                        const NowMs& now) {
+  s.Aim(key, hash);
   auto it = s.map.find(s.scratch);
   if (it == s.map.end()) return nullptr;
   if (it->second.expire_at_ms != kNoExpiry && it->second.expire_at_ms <= now.get()) {
@@ -71,9 +72,10 @@ void RedisStore::EraseLocked(Shard& s, std::unordered_map<std::string, Entry>::i
 }
 
 bool RedisStore::Get(std::string_view key, const NowMs& now, std::string* value) {
-  Shard& s = ShardOf(key);
+  size_t hash = 0;
+  Shard& s = ShardOf(key, &hash);
   std::lock_guard<Mutex> guard(s.mu);
-  Entry* e = FindLive(s, key, now);
+  Entry* e = FindLive(s, key, hash, now);
   if (e == nullptr) return false;
   *value = e->value;
   return true;
@@ -81,14 +83,15 @@ bool RedisStore::Get(std::string_view key, const NowMs& now, std::string* value)
 
 bool RedisStore::Set(std::string_view key, std::string_view value, int64_t expire_at_ms,
                      SetCondition cond, const NowMs& now) {
-  Shard& s = ShardOf(key);
+  size_t hash = 0;
+  Shard& s = ShardOf(key, &hash);
   std::lock_guard<Mutex> guard(s.mu);
-  Entry* e = FindLive(s, key, now);
+  Entry* e = FindLive(s, key, hash, now);
   if ((cond == SetCondition::kIfMissing && e != nullptr) ||
       (cond == SetCondition::kIfPresent && e == nullptr)) {
     return false;
   }
-  if (e == nullptr) e = &s.map[std::string(key)];
+  if (e == nullptr) e = &s.map.try_emplace(s.scratch).first->second;
   if (e->expire_at_ms != kNoExpiry) --s.expiring;
   e->value.assign(value.data(), value.size());
   e->expire_at_ms = expire_at_ms;
@@ -116,40 +119,44 @@ void RedisStore::MultiSet(const std::vector<std::pair<std::string_view, std::str
 }
 
 bool RedisStore::Delete(std::string_view key, const NowMs& now) {
-  Shard& s = ShardOf(key);
+  size_t hash = 0;
+  Shard& s = ShardOf(key, &hash);
   std::lock_guard<Mutex> guard(s.mu);
-  if (FindLive(s, key, now) == nullptr) return false;
+  if (FindLive(s, key, hash, now) == nullptr) return false;
   EraseLocked(s, s.map.find(s.scratch));
   return true;
 }
 
 bool RedisStore::Exists(std::string_view key, const NowMs& now) {
-  Shard& s = ShardOf(key);
+  size_t hash = 0;
+  Shard& s = ShardOf(key, &hash);
   std::lock_guard<Mutex> guard(s.mu);
-  return FindLive(s, key, now) != nullptr;
+  return FindLive(s, key, hash, now) != nullptr;
 }
 
 RedisStore::IncrResult RedisStore::IncrBy(std::string_view key, int64_t delta, const NowMs& now,
                                           int64_t* result) {
-  Shard& s = ShardOf(key);
+  size_t hash = 0;
+  Shard& s = ShardOf(key, &hash);
   std::lock_guard<Mutex> guard(s.mu);
-  Entry* e = FindLive(s, key, now);
+  Entry* e = FindLive(s, key, hash, now);
   int64_t cur = 0;
   if (e != nullptr && !StringToInt64(e->value, &cur)) return IncrResult::kNotInteger;
   if ((delta > 0 && cur > INT64_MAX - delta) || (delta < 0 && cur < INT64_MIN - delta)) {
     return IncrResult::kOverflow;
   }
   cur += delta;
-  if (e == nullptr) e = &s.map[std::string(key)];
+  if (e == nullptr) e = &s.map.try_emplace(s.scratch).first->second;
   e->value = std::to_string(cur);
   *result = cur;
   return IncrResult::kOk;
 }
 
 bool RedisStore::ExpireAt(std::string_view key, int64_t at_ms, const NowMs& now) {
-  Shard& s = ShardOf(key);
+  size_t hash = 0;
+  Shard& s = ShardOf(key, &hash);
   std::lock_guard<Mutex> guard(s.mu);
-  Entry* e = FindLive(s, key, now);
+  Entry* e = FindLive(s, key, hash, now);
   if (e == nullptr) return false;
   if (at_ms <= now.get()) {
     EraseLocked(s, s.map.find(s.scratch));
@@ -161,9 +168,10 @@ bool RedisStore::ExpireAt(std::string_view key, int64_t at_ms, const NowMs& now)
 }
 
 int64_t RedisStore::PttlMs(std::string_view key, const NowMs& now) {
-  Shard& s = ShardOf(key);
+  size_t hash = 0;
+  Shard& s = ShardOf(key, &hash);
   std::lock_guard<Mutex> guard(s.mu);
-  Entry* e = FindLive(s, key, now);
+  Entry* e = FindLive(s, key, hash, now);
   if (e == nullptr) return -2;
   if (e->expire_at_ms == kNoExpiry) return -1;
   return e->expire_at_ms - now.get();
