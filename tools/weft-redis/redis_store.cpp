@@ -66,7 +66,7 @@ RedisStore::Entry* RedisStore::FindLive(Shard& s, std::string_view key, size_t h
   return &it->second;
 }
 
-void RedisStore::EraseLocked(Shard& s, std::unordered_map<std::string, Entry>::iterator it) {
+void RedisStore::EraseLocked(Shard& s, Map::iterator it) {
   if (it->second.expire_at_ms != kNoExpiry) --s.expiring;
   s.map.erase(it);
 }

@@ -123,6 +123,7 @@ class RedisStore {
       return &key == scratch ? *scratch_hash : std::hash<std::string>()(key);
     }
   };
+  using Map = std::unordered_map<std::string, Entry, KeyHash>;
   struct Shard {
     mutable Mutex mu;
     // Guarded by mu. A key copied into scratch for lookups (C++17 maps have
@@ -130,7 +131,7 @@ class RedisStore {
     // nothing. scratch_hash is always scratch's std::hash (Aim sets both).
     std::string scratch;
     size_t scratch_hash = 0;
-    std::unordered_map<std::string, Entry, KeyHash> map{0, KeyHash{&scratch, &scratch_hash}};
+    Map map{0, KeyHash{&scratch, &scratch_hash}};
     size_t expiring = 0;
     size_t sweep_bucket = 0;
 
@@ -150,7 +151,7 @@ class RedisStore {
   // mu held. Leaves s aimed at key, so s.map.find(s.scratch) and
   // s.map.try_emplace(s.scratch) reuse the hash.
   static Entry* FindLive(Shard& s, std::string_view key, size_t hash, const NowMs& now);
-  static void EraseLocked(Shard& s, std::unordered_map<std::string, Entry>::iterator it);
+  static void EraseLocked(Shard& s, Map::iterator it);
 
   std::vector<std::unique_ptr<Shard>> shards_;
   // The shard SweepExpired resumes at; touched only by the sweeping fiber
