@@ -77,6 +77,11 @@ wport=$(listening_port "$dir/w.out")
 # The floor spins even when idle, so it is stopped (SIGSTOP) except while
 # its own redis-benchmark runs: the other servers' runs get both CPUs.
 fport=""
+if [ -n "$floor" ] && [ ! -x "$floor" ]; then
+  echo "no floor server at $floor: build it (cmake --build build/release --target" \
+    "resp_floor_server) or leave it out with -f ''" >&2
+  exit 1
+fi
 if [ -n "$floor" ]; then
   "${pin_server[@]}" "$floor" --port 0 >"$dir/f.out" 2>"$dir/f.err" &
   fpid=$!
@@ -97,17 +102,23 @@ done
 
 # run SERVER TEST: appends "SERVER ROW RPS P50" lines to $dir/results.
 run() {
-  local server=$1 test=$2 port
+  local server=$1 test=$2 port lockfd
   case $server in
     weft) port=$wport ;;
     redis) port=$rport ;;
-    floor) port=$fport; kill -CONT "$fpid" ;;
+    floor) port=$fport ;;
   esac
-  flock "$lock" timeout 120 "${pin_client[@]}" redis-benchmark -h 127.0.0.1 -p "$port" -t "$test" -c 50 -n "$n" \
+  # The floor runs only while this run holds the lock: resumed before it
+  # waited, it would spin beside whatever held the lock.
+  exec {lockfd}>"$lock"
+  flock "$lockfd"
+  if [ "$server" = floor ]; then kill -CONT "$fpid"; fi
+  timeout 120 "${pin_client[@]}" redis-benchmark -h 127.0.0.1 -p "$port" -t "$test" -c 50 -n "$n" \
     -P "$pipeline" -q 2>&1 | tr '\r' '\n' | grep "requests per second" |
     sed -n 's/^\([A-Z_]*\): \([0-9.]*\) requests per second, p50=\([0-9.]*\) msec.*/\1 \2 \3/p' |
     while read -r row rps p50; do echo "$pair $server $row $rps $p50"; done >>"$dir/results"
   if [ "$server" = floor ]; then kill -STOP "$fpid"; fi
+  exec {lockfd}>&-
 }
 
 : >"$dir/results"
@@ -124,8 +135,8 @@ done
 
 echo "redis-benchmark -t ping,set,get -c 50 -n $n -P $pipeline -q (weft-redis ${weft_threads[*]:-(1 worker)} vs redis-server${floor:+ vs the floor}${pin_server[*]:+; servers on CPU 0, client on CPU 1})"
 printf "%-6s %-12s %12s %8s %12s %8s %12s %11s %12s\n" pair test weft-redis p50ms redis-server p50ms floor weft/redis floor/redis
-# Then per test the median of its pairs' ratios (the middle one; the lower
-# middle for an even count).
+# Then per test the median of its pairs' ratios (for an even count, the
+# mean of the two middle ones).
 awk '
   { key = $1 " " $3; rps[$2, key] = $4; p50[$2, key] = $5
     if (!(key in seen)) { seen[key] = 1; order[++k] = key }
@@ -134,7 +145,8 @@ awk '
   function median(list,   n, v, i, j, x) {
     n = split(list, v, " ")
     for (i = 2; i <= n; ++i) { x = v[i]; for (j = i - 1; j >= 1 && v[j] > x; --j) v[j + 1] = v[j]; v[j + 1] = x }
-    return n ? v[int((n + 1) / 2)] : 0 }
+    if (n == 0) return 0
+    return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }
   END {
     for (i = 1; i <= k; ++i) { key = order[i]; split(key, f, " ")
       wr = ratio(rps["weft", key], rps["redis", key]); fr = ratio(rps["floor", key], rps["redis", key])

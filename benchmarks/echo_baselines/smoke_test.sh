@@ -7,19 +7,8 @@
 set -u
 server_bin="$1"
 echo_bin="$2"
-work="$(mktemp -d)"
-trap 'kill -9 $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
-
-"$server_bin" --port 0 --threads 2 >"$work/server.out" 2>"$work/server.err" &
-server_pid=$!
-port=""
-for _ in $(seq 100); do
-  port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$work/server.out")
-  [ -n "$port" ] && break
-  sleep 0.1
-done
-[ -n "$port" ] || fail "no 'listening on' line: $(cat "$work/server.out" "$work/server.err")"
+. "$(dirname "$0")/../../tools/common/server_script_lib.sh"
+start_server "$server_bin" --port 0 --threads 2
 
 for spec in "single 8" "single 64" "pooled 4" "short 2"; do
   set -- $spec
@@ -37,8 +26,5 @@ for bytes in 300000 0; do
     || fail "payload $bytes: $(grep summary "$work/client.out")"
 done
 
-kill -TERM "$server_pid"
-wait "$server_pid"
-rc=$?
-[ "$rc" = 0 ] || fail "server exited $rc after SIGTERM"
+stop_server
 echo "smoke: ok"

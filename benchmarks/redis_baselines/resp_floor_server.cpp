@@ -14,24 +14,20 @@
 // --block sleeps in epoll_wait instead (redis-server's way of waiting).
 // SIGINT / SIGTERM end it with status 0. Not a Redis: no expiry, no other
 // commands (-ERR unknown command), no persistence.
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
+
+#include "../baselines_common/epoll_baseline.h"
 
 namespace {
 
@@ -44,8 +40,8 @@ constexpr size_t kMaxUnwrittenBytes = 64 << 20;
 
 struct Connection {
   int fd = -1;
-  std::string in;    // bytes read, not yet a complete command
-  std::string out;   // replies the kernel has not taken yet
+  std::string in;         // bytes read, not yet a complete command
+  std::string out;        // replies the kernel has not taken yet
   bool want_out = false;  // registered for EPOLLOUT while `out` is not empty
 };
 
@@ -159,25 +155,6 @@ void answer(const std::vector<std::string_view>& args, Store* store, std::string
   }
 }
 
-// Writes as much of c->out as the kernel takes. False: the peer is gone.
-bool flush(Connection* c) {
-  size_t done = 0;
-  while (done < c->out.size()) {
-    const ssize_t n = send(c->fd, c->out.data() + done, c->out.size() - done, MSG_NOSIGNAL);
-    if (n > 0) {
-      done += static_cast<size_t>(n);
-    } else if (n < 0 && errno == EINTR) {
-      continue;
-    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      break;
-    } else {
-      return false;
-    }
-  }
-  c->out.erase(0, done);
-  return true;
-}
-
 // One read (level-triggered: what it leaves raises the next event), every
 // complete command answered, the replies in one write. False: close.
 bool on_readable(Connection* c, Store* store, std::string* key,
@@ -193,26 +170,13 @@ bool on_readable(Connection* c, Store* store, std::string* key,
     if (cut == Cut::kBad) return false;
     if (cut == Cut::kIncomplete) break;
     answer(*args, store, key, &c->out);
+    // Checked per command: one 16 KiB read of tiny GETs of a big value can
+    // ask for gigabytes of replies.
+    if (c->out.size() > kMaxUnwrittenBytes) return false;
   }
   c->in.erase(0, pos);
   if (c->in.size() > kMaxPendingBytes) return false;
-  return flush(c) && c->out.size() <= kMaxUnwrittenBytes;
-}
-
-int listen_on(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  const int on = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || listen(fd, 1024) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
+  return epoll_baseline::send_pending(c->fd, &c->out) && c->out.size() <= kMaxUnwrittenBytes;
 }
 
 bool parse_args(int argc, char** argv, int* port, bool* block) {
@@ -247,33 +211,10 @@ int main(int argc, char** argv) {
     fprintf(stderr, "usage: resp_floor_server [--port N] [--block]\n");
     return 2;
   }
-  sigset_t stop;
-  sigemptyset(&stop);
-  sigaddset(&stop, SIGINT);
-  sigaddset(&stop, SIGTERM);
-  sigprocmask(SIG_BLOCK, &stop, nullptr);
-  const int sfd = signalfd(-1, &stop, SFD_NONBLOCK | SFD_CLOEXEC);
-  const int lfd = listen_on(port);
-  const int ep = epoll_create1(EPOLL_CLOEXEC);
-  if (sfd < 0 || lfd < 0 || ep < 0) {
-    perror("resp_floor_server");
-    return 1;
-  }
-  sockaddr_in bound{};
-  socklen_t len = sizeof(bound);
-  getsockname(lfd, reinterpret_cast<sockaddr*>(&bound), &len);
-  // Every registration carries its fd (never a pointer); all of them are
-  // level-triggered, connections found in `conns` (one thread: nothing
-  // else touches it).
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = lfd;
-  epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
-  ev.data.fd = sfd;
-  epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev);
-  printf("listening on 127.0.0.1:%d\n", ntohs(bound.sin_port));
-  fflush(stdout);
-
+  epoll_baseline::Loop loop;
+  if (!epoll_baseline::open_loop(port, "resp_floor_server", &loop)) return 1;
+  // Everything is level-triggered; connections are found in `conns` (one
+  // thread: nothing else touches it).
   std::unordered_map<int, std::unique_ptr<Connection>> conns;
   Store store;
   std::string key;
@@ -281,25 +222,16 @@ int main(int argc, char** argv) {
   epoll_event events[256];
   const int timeout_ms = block ? -1 : 0;
   for (;;) {
-    const int n = epoll_wait(ep, events, 256, timeout_ms);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      perror("epoll_wait");
-      return 1;
-    }
+    const int n = epoll_baseline::next_events(loop, events, 256, timeout_ms);
+    if (n < 0) return 1;
     for (int i = 0; i < n; ++i) {
-      if (events[i].data.fd == sfd) return 0;  // SIGINT / SIGTERM
-      if (events[i].data.fd == lfd) {
-        const int cfd = accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (cfd < 0) continue;  // EAGAIN, or EMFILE and friends: the next event retries
-        const int on = 1;
-        setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+      if (events[i].data.fd == loop.signals) return 0;  // SIGINT / SIGTERM
+      if (events[i].data.fd == loop.listener) {
+        const int cfd = epoll_baseline::accept_connection(loop.listener);
+        if (cfd < 0) continue;  // level-triggered: the next event retries
         auto c = std::make_unique<Connection>();
         c->fd = cfd;
-        epoll_event cev{};
-        cev.events = EPOLLIN;
-        cev.data.fd = cfd;
-        epoll_ctl(ep, EPOLL_CTL_ADD, cfd, &cev);
+        epoll_baseline::watch(loop, cfd, EPOLLIN);
         conns.emplace(cfd, std::move(c));
         continue;
       }
@@ -307,23 +239,21 @@ int main(int argc, char** argv) {
       if (it == conns.end()) continue;
       Connection* c = it->second.get();
       bool ok = true;
-      if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) ok = on_readable(c, &store, &key, &args);
-      if (ok && (events[i].events & EPOLLOUT)) ok = flush(c);
+      if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        ok = on_readable(c, &store, &key, &args);
+      }
+      if (ok && (events[i].events & EPOLLOUT)) ok = epoll_baseline::send_pending(c->fd, &c->out);
       if (ok && c->want_out == c->out.empty()) {
         // Replies the kernel did not take: hear when it has room (and stop
         // hearing it once they are gone, or a level-triggered EPOLLOUT spins).
         c->want_out = !c->out.empty();
-        epoll_event cev{};
-        cev.events = EPOLLIN | (c->want_out ? EPOLLOUT : 0u);
-        cev.data.fd = c->fd;
-        epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &cev);
+        epoll_baseline::watch(loop, c->fd, EPOLLIN | (c->want_out ? EPOLLOUT : 0u), true);
       }
       if (!ok) {
-        // An fd appears at most once per epoll_wait result, so no later
-        // event of this batch names this one, even if accept reuses it.
-        epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, nullptr);
-        close(c->fd);
-        conns.erase(c->fd);
+        // A copy: the key must not live in the object erase destroys.
+        const int fd = c->fd;
+        epoll_baseline::drop_connection(loop, fd);
+        conns.erase(fd);
       }
     }
   }

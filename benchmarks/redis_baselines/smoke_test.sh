@@ -8,19 +8,8 @@
 set -u
 server_bin="$1"
 shift
-work="$(mktemp -d)"
-trap 'kill -9 $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
-
-"$server_bin" --port 0 "$@" >"$work/server.out" 2>"$work/server.err" &
-server_pid=$!
-port=""
-for _ in $(seq 100); do
-  port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$work/server.out")
-  [ -n "$port" ] && break
-  sleep 0.1
-done
-[ -n "$port" ] || fail "no 'listening on' line: $(cat "$work/server.out" "$work/server.err")"
+. "$(dirname "$0")/../../tools/common/server_script_lib.sh"
+start_server "$server_bin" --port 0 "$@"
 
 cli() { timeout 10 redis-cli -h 127.0.0.1 -p "$port" "$@"; }
 [ "$(cli ping)" = PONG ] || fail "PING"
@@ -43,8 +32,5 @@ for row in PING_INLINE PING_MBULK SET GET; do
   tr '\r' '\n' <"$work/bench.out" | grep -q "^$row: [0-9.]* requests per second" || fail "no $row row"
 done
 
-kill -TERM "$server_pid"
-wait "$server_pid"
-rc=$?
-[ "$rc" = 0 ] || fail "server exited $rc after SIGTERM"
+stop_server
 echo "smoke: ok"

@@ -92,9 +92,9 @@ TEST(RedisStoreTest, TheClockIsReadOnlyForAnExpiringKeyAndOncePerCall) {
 }
 
 // Lookups reuse the hash that chose the shard; with thousands of keys per
-// shard (past libstdc++'s linear scan of small maps, through many
-// rehashes) every call still finds what the others stored, whichever path
-// hashed the key.
+// shard (through many rehashes) every call still finds what the others
+// stored, whichever path hashed the key, and the sweep removes every
+// expired one.
 TEST(RedisStoreTest, ManyKeysAreFoundByEveryCallAcrossRehashes) {
   RedisStore store(4);
   constexpr int kKeys = 20000;
@@ -132,6 +132,13 @@ TEST(RedisStoreTest, ManyKeysAreFoundByEveryCallAcrossRehashes) {
       ASSERT_TRUE(store.Delete(k, 0));
     }
   }
+  // The sweep finds the expired half (it removes by the map's own hash).
+  size_t swept = 0;
+  for (int round = 0; round < 100 && store.ExpiringCount() > 0; ++round) {
+    swept += store.SweepExpired(100, 1000);
+  }
+  EXPECT_EQ(static_cast<size_t>(kKeys / 2), swept);
+  EXPECT_EQ(0u, store.ExpiringCount());
   for (int i = 0; i < kKeys; ++i) {
     const std::string k = "key:" + std::to_string(i);
     // Even: expired at 100. i % 4 == 1: deleted. The rest: there.
@@ -222,6 +229,9 @@ TEST_F(RedisServerTest, CommandsAndErrorsAreWordedAsRedis) {
   Expect(fd, "SET k w XX PX 5000\r\n", "+OK\r\n");
   Expect(fd, "GET k\r\n", "$1\r\nw\r\n");
   Expect(fd, "SET k v EX 0\r\n", "-ERR invalid expire time in 'set' command\r\n");
+  // INT64_MAX / 1000 seconds: fits, but not once it is milliseconds added
+  // to now (redis-server refuses it too).
+  Expect(fd, "SET k v EX 9223372036854775\r\n", "-ERR invalid expire time in 'set' command\r\n");
   Expect(fd, "SET k v BOGUS\r\n", "-ERR syntax error\r\n");
   Expect(fd, "GET\r\n", "-ERR wrong number of arguments for 'get' command\r\n");
   Expect(fd, "INCR k\r\n", "-ERR value is not an integer or out of range\r\n");

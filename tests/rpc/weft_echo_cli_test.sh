@@ -5,22 +5,9 @@
 # makes calls fail without hanging the client.
 set -u
 bin="$1"
-work="$(mktemp -d)"
-trap 'kill -9 $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+. "$(dirname "$0")/../../tools/common/server_script_lib.sh"
 
-start_server() {
-  "$bin" server --port 0 >"$work/server.out" 2>"$work/server.err" &
-  server_pid=$!
-  for _ in $(seq 100); do
-    port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$work/server.out")
-    [ -n "$port" ] && return 0
-    sleep 0.1
-  done
-  fail "no 'listening on' line: $(cat "$work/server.out" "$work/server.err")"
-}
-
-start_server
+start_server "$bin" server --port 0
 "$bin" client --server "127.0.0.1:$port" --concurrency 4 --payload 100 --duration 2 \
   --histogram "$work/hist.csv" >"$work/client.out" || fail "client exited $?"
 grep -q '^progress: ' "$work/client.out" || fail "no progress line"
@@ -40,10 +27,7 @@ grep -Eq '^summary: .* errors=0 calls=[1-9]' "$work/pooled.out" || fail "pooled:
   >"$work/short.out" || fail "short client exited $?"
 grep -Eq '^summary: .* errors=0 calls=[1-9]' "$work/short.out" || fail "short: $(cat "$work/short.out")"
 
-kill -TERM "$server_pid"
-wait "$server_pid"
-rc=$?
-[ "$rc" = 0 ] || fail "server exited $rc after SIGTERM"
+stop_server
 
 "$bin" client --server 127.0.0.1:1 --no_such_flag=1 >/dev/null 2>&1
 [ $? = 2 ] || fail "unknown flag did not exit 2"
@@ -55,7 +39,7 @@ rc=$?
 # Callers it cannot start (a fiber cap below --concurrency): the client
 # says so and exits 1 after the callers it did start have stopped (they
 # use its stack: returning under them crashed or hung).
-start_server
+start_server "$bin" server --port 0
 "$bin" client --server "127.0.0.1:$port" --concurrency 64 --duration 5 --weft_max_fibers=16 \
   >"$work/capped.out" 2>"$work/capped.err"
 rc=$?
@@ -65,7 +49,7 @@ kill -TERM "$server_pid"
 wait "$server_pid"
 
 # Killed mid-run: errors are counted, the client ends near --duration.
-start_server
+start_server "$bin" server --port 0
 "$bin" client --server "127.0.0.1:$port" --concurrency 8 --duration 3 >"$work/killed.out" &
 client_pid=$!
 sleep 1

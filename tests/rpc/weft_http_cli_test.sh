@@ -9,32 +9,11 @@ set -u
 trap "" PIPE
 http_bin="$1"
 echo_bin="$2"
-work="$(mktemp -d)"
-trap 'kill -9 $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+. "$(dirname "$0")/../../tools/common/server_script_lib.sh"
 
-# start NAME CMD...: runs CMD in the background, sets $pid and $port from
-# its "listening on 127.0.0.1:PORT" line.
-start() {
-  local name="$1"; shift
-  "$@" >"$work/$name.out" 2>"$work/$name.err" &
-  pid=$!
-  for _ in $(seq 100); do
-    port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$work/$name.out")
-    [ -n "$port" ] && return 0
-    sleep 0.1
-  done
-  fail "$name: no 'listening on' line: $(cat "$work/$name.out" "$work/$name.err")"
-}
-stop() {
-  kill -TERM "$1"
-  wait "$1"
-  local rc=$?
-  [ "$rc" = 0 ] || fail "server exited $rc after SIGTERM"
-}
 curl_() { curl -sS --max-time 10 "$@"; }
 
-start http "$http_bin" --port 0 --weft_read_timeout_ms=500
+start_named http "$http_bin" --port 0 --weft_read_timeout_ms=500
 http_pid=$pid
 url="http://127.0.0.1:$port"
 
@@ -88,12 +67,12 @@ if command -v wrk >/dev/null; then
 else
   fail "wrk is not installed (tools/install-deps)"
 fi
-stop "$http_pid"
+stop_server "$http_pid"
 
 # A flood of connections past --max_connections 8: each held connection
 # asks /health; exactly 8 are answered, the others closed, then the cap
 # frees up again.
-start capped "$http_bin" --port 0 --max_connections 8
+start_named capped "$http_bin" --port 0 --max_connections 8
 url="http://127.0.0.1:$port"
 answered=0
 for i in $(seq 12); do
@@ -116,11 +95,11 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 [ "$ok" = 1 ] || fail "not served after the connection flood"
-stop "$pid"
+stop_server "$pid"
 
 # weft-echo server exposes the pages on its own port.
-start echo "$echo_bin" server --port 0
+start_named echo "$echo_bin" server --port 0
 [ "$(curl_ "http://127.0.0.1:$port/health")" = OK ] || fail "weft-echo /health"
 curl_ "http://127.0.0.1:$port/metrics" | grep -q '^# TYPE' || fail "weft-echo /metrics"
-stop "$pid"
+stop_server "$pid"
 echo "weft-http CLI: ok"

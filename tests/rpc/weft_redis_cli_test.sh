@@ -8,36 +8,13 @@
 set -u
 bin="$1"
 bench_n="${2:-100000}"
-work="$(mktemp -d)"
-trap 'kill -9 $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+. "$(dirname "$0")/../../tools/common/server_script_lib.sh"
 fail() { echo "FAIL: $*"; [ -f "$work/server.err" ] && tail -5 "$work/server.err"; exit 1; }
 command -v redis-cli >/dev/null && command -v redis-benchmark >/dev/null ||
   fail "redis-cli / redis-benchmark missing (tools/install-deps)"
 
-# start_server [flags...]: sets server_pid and port.
-start_server() {
-  : >"$work/server.out"
-  "$bin" --port 0 "$@" >"$work/server.out" 2>"$work/server.err" &
-  server_pid=$!
-  port=""
-  for _ in $(seq 100); do
-    port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$work/server.out")
-    [ -n "$port" ] && return 0
-    sleep 0.1
-  done
-  fail "no 'listening on' line: $(cat "$work/server.out" "$work/server.err")"
-}
-stop_server() {
-  kill -TERM "$server_pid"
-  for _ in $(seq 100); do
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -0 "$server_pid" 2>/dev/null && fail "server ignored SIGTERM"
-  wait "$server_pid"
-  rc=$?
-  [ "$rc" = 0 ] || fail "server exited $rc"
-}
+# start_redis [flags...]: weft-redis on a free port; sets server_pid and port.
+start_redis() { start_server "$bin" --port 0 "$@"; }
 cli() { timeout 20 redis-cli -h 127.0.0.1 -p "$port" "$@"; }
 expect() {
   local want="$1"
@@ -48,7 +25,7 @@ expect() {
 }
 
 # ---- round trips ----
-start_server
+start_redis
 expect PONG PING
 expect OK SET greeting "hello world"
 expect "hello world" GET greeting
@@ -87,7 +64,7 @@ expect PONG PING
 stop_server
 
 # ---- a client that pipelines and never reads ----
-start_server --weft_redis_client_output_limit=1048576
+start_redis --weft_redis_client_output_limit=1048576
 head -c 65536 /dev/zero | tr '\0' 'v' >"$work/big"
 cli -x SET big <"$work/big" >/dev/null || fail "SET big"
 (
@@ -112,7 +89,7 @@ wait "$hog" 2>/dev/null
 stop_server
 
 # ---- a flood of connections past max_connections ----
-start_server --max_connections=8
+start_redis --max_connections=8
 fds=()
 for _ in $(seq 30); do
   exec {fd}<>"/dev/tcp/127.0.0.1/$port" || fail "connect"

@@ -94,7 +94,9 @@ void Set(const Context& c, const RedisArgs& a, IOBuf* out) {
       int64_t n = 0;
       if (!Int(a[i + 1], &n)) return AppendError(out, kNotInteger);
       const bool seconds = EqualsNoCase(opt, "ex");
-      if (n <= 0 || (seconds && n > INT64_MAX / 1000) || n > INT64_MAX - now.get()) {
+      // In milliseconds, added to now: neither step may overflow.
+      if (n <= 0 || (seconds && n > INT64_MAX / 1000) ||
+          (seconds ? n * 1000 : n) > INT64_MAX - now.get()) {
         return AppendError(out, "ERR invalid expire time in 'set' command");
       }
       expire_at = now.get() + (seconds ? n * 1000 : n);
