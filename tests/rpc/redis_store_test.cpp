@@ -240,6 +240,14 @@ TEST_F(RedisServerTest, CommandsAndErrorsAreWordedAsRedis) {
   Expect(fd, "NOSUCH a b\r\n",
          "-ERR unknown command 'NOSUCH', with args beginning with: 'a' 'b' \r\n");
   Expect(fd, "MSET a 1 b 2\r\nMGET a b zz\r\n", "+OK\r\n*3\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n");
+  // Values past the short-string and the one-append sizes come back whole
+  // from GET and MGET (their replies are built from the stored entry).
+  const std::string mid(20, 'm');
+  const std::string big(300, 'b');
+  Expect(fd, "SET mid " + mid + "\r\nSET big " + big + "\r\n", "+OK\r\n+OK\r\n");
+  Expect(fd, "GET big\r\nMGET mid zz big\r\n",
+         "$300\r\n" + big + "\r\n*3\r\n$20\r\n" + mid + "\r\n$-1\r\n$300\r\n" + big + "\r\n");
+  Expect(fd, "DEL mid big\r\n", ":2\r\n");
   Expect(fd, "MSET a\r\n", "-ERR wrong number of arguments for 'mset' command\r\n");
   Expect(fd, "EXISTS a b zz a\r\nDEL a zz\r\n", ":3\r\n:1\r\n");
   Expect(fd, "EXPIRE b 100\r\nTTL b\r\nTTL zz\r\nTTL n\r\n", ":1\r\n:100\r\n:-2\r\n:-1\r\n");

@@ -237,12 +237,8 @@ const std::vector<CommandSpec>& Specs() {
       {"set", -3, Set},
       {"get", 2,
        [](const Context& c, const RedisArgs& a, IOBuf* out) {
-         std::string v;
-         if (c.store->Get(a[1], NowMs::Clock(), &v)) {
-           AppendBulk(out, v);
-         } else {
-           AppendNullBulk(out);
-         }
+         const auto reply = [out](std::string_view v) { AppendBulk(out, v); };
+         if (!c.store->Read(a[1], NowMs::Clock(), reply)) AppendNullBulk(out);
        }},
       {"del", -2,
        [](const Context& c, const RedisArgs& a, IOBuf* out) {
@@ -276,13 +272,9 @@ const std::vector<CommandSpec>& Specs() {
        [](const Context& c, const RedisArgs& a, IOBuf* out) {
          const NowMs now = NowMs::Clock();
          AppendArrayHeader(out, static_cast<int64_t>(a.size() - 1));
-         std::string v;
+         const auto reply = [out](std::string_view v) { AppendBulk(out, v); };
          for (size_t i = 1; i < a.size(); ++i) {
-           if (c.store->Get(a[i], now, &v)) {
-             AppendBulk(out, v);
-           } else {
-             AppendNullBulk(out);
-           }
+           if (!c.store->Read(a[i], now, reply)) AppendNullBulk(out);
          }
        }},
       {"mset", -3,

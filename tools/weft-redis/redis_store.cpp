@@ -72,13 +72,7 @@ void RedisStore::EraseLocked(Shard& s, Map::iterator it) {
 }
 
 bool RedisStore::Get(std::string_view key, const NowMs& now, std::string* value) {
-  size_t hash = 0;
-  Shard& s = ShardOf(key, &hash);
-  std::lock_guard<Mutex> guard(s.mu);
-  Entry* e = FindLive(s, key, hash, now);
-  if (e == nullptr) return false;
-  *value = e->value;
-  return true;
+  return Read(key, now, [value](std::string_view v) { value->assign(v.data(), v.size()); });
 }
 
 bool RedisStore::Set(std::string_view key, std::string_view value, int64_t expire_at_ms,
