@@ -50,8 +50,8 @@ Outcome Feed(const uint8_t* data, size_t size, size_t split, size_t step) {
         return o;
       }
       if (r == RespRequestParser::kNeedMore) break;
-      weft::rpc::redis::RedisArgs args;
-      if (!args.Parse(c.args) || args.size() != c.argc || c.argc == 0) abort();
+      const weft::rpc::redis::RedisArgs& args = c.args;
+      if (args.size() == 0) abort();
       std::string summary = c.name;
       for (size_t i = 0; i < args.size(); ++i) summary += "|" + std::string(args[i]);
       o.commands.push_back(summary);

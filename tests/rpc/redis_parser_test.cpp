@@ -1,16 +1,19 @@
 // The RESP2 request parser and writers: Redis' limits and wording, hostile
 // lengths, nesting, truncation at every byte, one byte at a time.
 #include <gtest/gtest.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "net_test_util.h"
 #include "protocols/redis/redis_client.h"
 #include "protocols/redis/redis_protocol.h"
 #include "protocols/redis/resp_request_parser.h"
+#include "weft/rpc/controller.h"
 #include "weft/rpc/redis.h"
 
 namespace weft::rpc::redis {
@@ -20,9 +23,7 @@ namespace {
 const int kServerTag = 0;
 
 std::vector<std::string> Args(const RespCommand& c) {
-  RedisArgs a;
-  EXPECT_TRUE(a.Parse(c.args));
-  EXPECT_EQ(c.argc, a.size());
+  const RedisArgs& a = c.args;
   std::vector<std::string> r;
   for (size_t i = 0; i < a.size(); ++i) r.emplace_back(a[i]);
   return r;
@@ -323,6 +324,99 @@ TEST(RedisWriterTest, SmallAndLargeRepliesAreTheSameBytesAcrossTheSwitch) {
   EXPECT_EQ("", args[0]);
 }
 
+// Arguments past the inline count (8) and the inline bytes (256) move to
+// the heap; every view stays right through the switch, through moves
+// (which copy the inline bytes) and across Parse and Clear.
+TEST(RedisArgsTest, BuiltGrownAndMovedArgumentsKeepTheirBytes) {
+  std::vector<std::string> want;
+  RedisArgs a;
+  for (size_t i = 0; i < 20; ++i) {
+    want.push_back(std::string(i * 7 % 50, static_cast<char>('a' + i)));
+    if (i % 2 == 0) {
+      a.Append(want.back());
+    } else {
+      char* to = a.AppendUninitialized(want.back().size());
+      memcpy(to, want.back().data(), want.back().size());
+    }
+    ASSERT_EQ(i + 1, a.size());
+    for (size_t j = 0; j <= i; ++j) ASSERT_EQ(want[j], a[j]) << "after " << i << ", arg " << j;
+  }
+  RedisArgs b(std::move(a));
+  EXPECT_EQ(0u, a.size());
+  ASSERT_EQ(want.size(), b.size());
+  for (size_t j = 0; j < want.size(); ++j) EXPECT_EQ(want[j], b[j]) << j;
+  // Inline arguments moved over heap ones, and the other way round.
+  RedisArgs small;
+  small.Append("get");
+  small.Append(std::string_view());
+  small.Append("key");
+  b = std::move(small);
+  ASSERT_EQ(3u, b.size());
+  EXPECT_EQ("get", b[0]);
+  EXPECT_EQ("", b[1]);
+  EXPECT_EQ("key", b[2]);
+  RedisArgs big;
+  big.Append(std::string(300, 'x'));
+  b = std::move(big);
+  ASSERT_EQ(1u, b.size());
+  EXPECT_EQ(std::string(300, 'x'), b[0]);
+  // The moved-from object is empty and usable again.
+  small.Append("again");
+  ASSERT_EQ(1u, small.size());
+  EXPECT_EQ("again", small[0]);
+  // Parse replaces what was held; a malformed request leaves nothing.
+  IOBuf req;
+  AppendRequestArg(&req, "set");
+  AppendRequestArg(&req, "k");
+  ASSERT_TRUE(b.Parse(req));
+  ASSERT_EQ(2u, b.size());
+  EXPECT_EQ("set", b[0]);
+  EXPECT_EQ("k", b[1]);
+  IOBuf bad;
+  bad.append("\x05\0\0\0ab", 6);
+  EXPECT_FALSE(b.Parse(bad));
+  EXPECT_EQ(0u, b.size());
+  b.Append("x");
+  b.Clear();
+  EXPECT_EQ(0u, b.size());
+}
+
+// A method finds the arguments the protocol decoded (no copy); a caller
+// that runs it directly passes them encoded in the request instead.
+TEST(RedisArgsTest, CommandArgsPrefersTheProtocolsDecodedArguments) {
+  RedisArgs decoded;
+  decoded.Append("get");
+  decoded.Append("k");
+  IOBuf request;
+  AppendRequestArg(&request, "set");
+  AppendRequestArg(&request, "k");
+  AppendRequestArg(&request, "v");
+  RedisArgs scratch;
+  Controller cntl;
+  cntl.set_request_object(&decoded);
+  EXPECT_EQ(&decoded, cntl.request_object<RedisArgs>());
+  EXPECT_EQ(&decoded, CommandArgs(cntl, request, &scratch));
+  EXPECT_EQ(0u, scratch.size());
+  // Another type's object is not taken for RedisArgs.
+  const int other = 7;
+  Controller typed;
+  typed.set_request_object(&other);
+  EXPECT_EQ(&other, typed.request_object<int>());
+  EXPECT_EQ(nullptr, typed.request_object<RedisArgs>());
+  const RedisArgs* got = CommandArgs(typed, request, &scratch);
+  ASSERT_EQ(&scratch, got);
+  ASSERT_EQ(3u, got->size());
+  EXPECT_EQ("set", (*got)[0]);
+  EXPECT_EQ("v", (*got)[2]);
+  // Reset forgets the object; then an empty request holds no command.
+  cntl.Reset();
+  EXPECT_EQ(nullptr, cntl.request_object<RedisArgs>());
+  EXPECT_EQ(nullptr, CommandArgs(cntl, IOBuf(), &scratch));
+  RedisArgs none;
+  cntl.set_request_object(&none);
+  EXPECT_EQ(nullptr, CommandArgs(cntl, request, &scratch));
+}
+
 TEST(RedisReplyTest, RepliesDecodeAndDeepNestingIsRefused) {
   IOBuf resp;
   resp.append("+OK\r\n:7\r\n$-1\r\n*2\r\n$1\r\na\r\n*1\r\n-ERR x\r\n$3\r\nabc\r\n");
@@ -371,7 +465,7 @@ TEST(RedisParserTest, ACommandSplitMidBulkOnAFirstMessageStaysRedis) {
   auto* m = static_cast<RedisMessage*>(r.message());
   ASSERT_EQ(1u, m->commands.size());
   EXPECT_EQ("set", m->commands[0].name);
-  EXPECT_EQ(3u, m->commands[0].argc);
+  EXPECT_EQ(3u, m->commands[0].args.size());
   m->Destroy();
   s->SetFailed();
   close(b);
@@ -443,7 +537,8 @@ TEST(RedisBatchTest, OneParseCutsEveryCompleteCommandOfTheBuffer) {
   EXPECT_EQ("get", m->commands[2].name);
   EXPECT_EQ("ping", m->commands[3].name);
   EXPECT_EQ("echo", m->commands[4].name);
-  EXPECT_EQ(2000u + 4 + 4 + 4, m->commands[4].args.size());
+  ASSERT_EQ(2u, m->commands[4].args.size());
+  EXPECT_EQ(std::string(2000, 'e'), m->commands[4].args[1]);
   m->Destroy();
   EXPECT_EQ(PARSE_ERROR_NOT_ENOUGH_DATA, ParseRedis(&buf, c.s.get(), false, &kServerTag).error());
   buf.append("k\r\n");
@@ -488,6 +583,33 @@ TEST(RedisBatchTest, APipelineSplitAtEveryByteGivesTheSameCommandsInOrder) {
   }
 }
 
+// A batch of more commands than it reserved (16) grows its vector, which
+// moves the commands cut so far: each keeps its own arguments, inline or
+// on the heap.
+TEST(RedisBatchTest, ABatchPastItsReservationKeepsEveryCommandsArguments) {
+  ParseConnection c;
+  std::string all;
+  std::vector<std::vector<std::string>> want;
+  for (int i = 0; i < 300; ++i) {
+    const std::string value(static_cast<size_t>(i % 5 == 0 ? 400 : i % 17), 'a' + i % 26);
+    want.push_back({"set", "key" + std::to_string(i), value});
+    all += Resp({"SET", "key" + std::to_string(i), value});
+  }
+  IOBuf buf;
+  buf.append(all);
+  ParseResult r = ParseRedis(&buf, c.s.get(), false, &kServerTag);
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_TRUE(buf.empty());
+  auto* m = static_cast<RedisMessage*>(r.message());
+  ASSERT_EQ(want.size(), m->commands.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    std::vector<std::string> got = Args(m->commands[i]);
+    got[0] = m->commands[i].name;
+    EXPECT_EQ(want[i], got) << i;
+  }
+  m->Destroy();
+}
+
 // A whole small command in the buffer's first block is parsed in place (the
 // fast path); fed one byte at a time the same bytes take the general path.
 // Both must give the same commands, at the edges of the fast path's bounds
@@ -501,6 +623,9 @@ TEST(RedisBatchTest, InPlaceParseMatchesTheGeneralPathAtItsBounds) {
       Resp({"SET", "k", std::string(513, 'v')}),
       Resp({"SET", "k", std::string(1000, 'v')}),
       Resp({"SET", std::string(500, 'k'), std::string(500, 'v')}),
+      // 1024 argument bytes in all, the fast path's most, and one more.
+      Resp({"SET", "k", std::string(1020, 'v')}),
+      Resp({"SET", "k", std::string(1021, 'v')}),
       Resp(args64),
       Resp(args65),
       Resp({"GeT", ""}),

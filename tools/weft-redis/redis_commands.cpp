@@ -343,16 +343,19 @@ int AddRedisCommands(rpc::Server* server, RedisStore* store, const ServerInfo* i
   const Context ctx{store, info, server};
   for (const CommandSpec& spec : Specs()) {
     const CommandSpec* s = &spec;  // Specs() lives for the process
-    const int rc = server->AddMethod(s->name, [ctx, s](rpc::Controller*, const IOBuf& request,
+    const int rc = server->AddMethod(s->name, [ctx, s](rpc::Controller* cntl, const IOBuf& request,
                                                        IOBuf* response, rpc::Closure done) {
-      RedisArgs args;
-      if (!args.Parse(request) || args.size() == 0) {
+      // From the redis protocol the arguments come decoded; scratch is for
+      // a caller that encodes them into the request (tests).
+      RedisArgs scratch;
+      const RedisArgs* const args = rpc::redis::CommandArgs(*cntl, request, &scratch);
+      if (args == nullptr) {
         AppendError(response, "ERR malformed request");
-      } else if ((s->arity > 0 && args.size() != static_cast<size_t>(s->arity)) ||
-                 (s->arity < 0 && args.size() < static_cast<size_t>(-s->arity))) {
+      } else if ((s->arity > 0 && args->size() != static_cast<size_t>(s->arity)) ||
+                 (s->arity < 0 && args->size() < static_cast<size_t>(-s->arity))) {
         AppendError(response, rpc::redis::WrongArgsError(s->name));
       } else {
-        s->run(ctx, args, response);
+        s->run(ctx, *args, response);
       }
       done();
     });

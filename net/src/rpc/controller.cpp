@@ -14,6 +14,8 @@ void Controller::Reset() {
   remote_side_ = EndPoint();
   retried_count_ = 0;
   call_id_ = INVALID_BTHREAD_ID;
+  request_object_ = nullptr;
+  request_type_ = nullptr;
 }
 
 void Controller::SetFailed(int error_code, const char* fmt, ...) {

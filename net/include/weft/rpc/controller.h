@@ -70,8 +70,30 @@ class Controller {
   void set_remote_side(const EndPoint& ep) { remote_side_ = ep; }
   void set_retried_count(int n) { retried_count_ = n; }
   void set_call_id(bthread_id_t id) { call_id_ = id; }
+  // A server protocol that decodes its requests (redis: into RedisArgs)
+  // may hand the handler the decoded object besides the request bytes, so
+  // the handler need not decode them again. request_object<T>() is that
+  // object when the protocol set one of type T, else nullptr (another
+  // type, or none). The object belongs to the protocol and lives until
+  // the handler's done runs; Reset forgets it.
+  template <typename T>
+  void set_request_object(const T* object) {
+    request_object_ = object;
+    request_type_ = &TypeTag<T>::kTag;
+  }
+  template <typename T>
+  const T* request_object() const {
+    return request_type_ == &TypeTag<T>::kTag ? static_cast<const T*>(request_object_) : nullptr;
+  }
 
  private:
+  // One address per type (an inline variable: the same in every
+  // translation unit), compared to tell request objects' types apart.
+  template <typename T>
+  struct TypeTag {
+    static constexpr char kTag = 0;
+  };
+
   int64_t timeout_ms_ = kUnset;
   int max_retry_ = kUnset;
   int error_code_ = 0;
@@ -80,6 +102,8 @@ class Controller {
   EndPoint remote_side_;
   int retried_count_ = 0;
   bthread_id_t call_id_ = INVALID_BTHREAD_ID;
+  const void* request_object_ = nullptr;
+  const char* request_type_ = nullptr;
 };
 
 }  // namespace weft::rpc

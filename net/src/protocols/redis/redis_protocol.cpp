@@ -27,9 +27,10 @@ namespace weft::rpc::redis {
 
 namespace {
 
-// The most commands a batch reserves room for before it knows its count
-// (26 KiB of 104-byte RespCommand slots).
-constexpr size_t kMaxReservedCommands = 256;
+// The most commands a batch reserves room for before it knows its count:
+// about 64 KiB of RespCommand slots (each holds its arguments' first 256
+// bytes inline, about 500 bytes a slot). A larger batch grows its vector.
+constexpr size_t kMaxReservedCommands = 128;
 
 // A server connection's redis state. Owned by the socket (kProtocol slot),
 // deleted when it recycles; whoever touches it holds a socket reference.
@@ -205,9 +206,7 @@ void AppendReply(BatchRun* run) {
     // Whatever the method appended before failing is not its reply.
     run->out.pop_back(run->out.size() - run->reply_start);
     if (cntl.ErrorCode() == ENOMETHOD) {
-      RedisArgs args;
-      args.Parse(run->msg->commands[run->next - 1].args);
-      AppendError(&run->out, UnknownCommandError(args));
+      AppendError(&run->out, UnknownCommandError(run->msg->commands[run->next - 1].args));
     } else {
       AppendError(&run->out, "ERR " + cntl.ErrorText());
     }
@@ -219,6 +218,14 @@ void AppendReply(BatchRun* run) {
 }
 
 void RunChain(BatchRun* run);
+
+// The request bytes a method gets: none, its arguments come decoded
+// (Controller::request_object). Never written, so sharing it is safe;
+// leaked, so a call running during exit still finds it.
+const IOBuf& NoRequestBytes() {
+  static const IOBuf* const empty = new IOBuf;
+  return *empty;
+}
 
 // The handler's done: the reply, then the chain if the caller left.
 void OnCallDone(BatchRun* run) {
@@ -246,11 +253,14 @@ void RunChain(BatchRun* run) {
       }
       run->cntl.emplace();
       run->cntl->set_remote_side(run->hold->remote_side());
+      // The method reads the arguments as the parser decoded them
+      // (CommandArgs); c lives in msg until the batch's replies are out.
+      run->cntl->set_request_object(&c.args);
       run->phase.store(0, std::memory_order_relaxed);
       // Nothing else touches out until this command's done (Flush runs
       // only between commands, in the chain).
       run->reply_start = run->out.size();
-      run->server->ProcessBatchedCall(&run->batch, c.name, &*run->cntl, c.args, &run->out,
+      run->server->ProcessBatchedCall(&run->batch, c.name, &*run->cntl, NoRequestBytes(), &run->out,
                                       Closure([run] { OnCallDone(run); }));
       if (run->phase.exchange(1, std::memory_order_acq_rel) == 0) return;  // done goes on
       if (run->out.size() >= kMaxBatchBytes) Flush(run, false);

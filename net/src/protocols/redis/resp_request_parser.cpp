@@ -120,26 +120,16 @@ std::string Lower(std::string_view s) {
 }
 
 constexpr size_t kMaxNameCopy = 1024;
-// Bulks up to this size are copied into the command; larger ones are cut
-// (the command references the read buffer's blocks).
-constexpr size_t kCopyBulkMax = 512;
 
 // The fast path's bounds: a header line (count or length) of at most
-// kFastDigitsMax digits before its CR (no overflow check needed), at most kFastMaxArgs arguments,
-// an inline line of at most kFastLineBytes, and the command's encoded arguments in at most
-// kFastEncodedMax bytes. Anything else takes the general path.
+// kFastDigitsMax digits before its CR (no overflow check needed), at most
+// kFastMaxArgs arguments, an inline line of at most kFastLineBytes, and the
+// command's argument bytes at most kFastBytesMax in all. Anything else
+// takes the general path.
 constexpr size_t kFastDigitsMax = 18;
 constexpr int64_t kFastMaxArgs = 64;
 constexpr size_t kFastLineBytes = 1024;
-constexpr size_t kFastEncodedMax = 1024;
-
-void PutLength(char* p, size_t n) {
-  const uint32_t le = static_cast<uint32_t>(n);
-  p[0] = static_cast<char>(le & 0xff);
-  p[1] = static_cast<char>((le >> 8) & 0xff);
-  p[2] = static_cast<char>((le >> 16) & 0xff);
-  p[3] = static_cast<char>((le >> 24) & 0xff);
-}
+constexpr size_t kFastBytesMax = 1024;
 
 void LowerInto(std::string_view s, std::string* out) {
   // clear + append, not assign: assign's general case (the source may lie
@@ -182,11 +172,15 @@ __attribute__((always_inline)) inline bool FastHeaderValue(std::string_view b, s
 }  // namespace
 
 size_t RespRequestParser::ParseWhole(std::string_view b, RespCommand* out) {
-  char enc[kFastEncodedMax];
-  size_t elen = 0;
-  size_t argc = 0;
+  RedisArgs& args = out->args;
+  args.Clear();
+  // Whatever was appended before the general path takes over goes.
+  const auto general_path = [&args] {
+    args.Clear();
+    return size_t{0};
+  };
+  size_t bytes = 0;
   size_t pos = 0;
-  std::string_view name;
   if (b.empty()) return 0;
   if (b[0] == '*') {
     size_t cr = 0;
@@ -194,24 +188,19 @@ size_t RespRequestParser::ParseWhole(std::string_view b, RespCommand* out) {
     if (!FastHeaderValue(b, 0, &count, &cr) || count <= 0 || count > kFastMaxArgs) return 0;
     pos = cr + 2;
     for (int64_t k = 0; k < count; ++k) {
-      if (pos >= b.size() || b[pos] != '$') return 0;
+      if (pos >= b.size() || b[pos] != '$') return general_path();
       size_t lcr = 0;
       int64_t len = 0;
-      if (!FastHeaderValue(b, pos, &len, &lcr) || static_cast<uint64_t>(len) > kCopyBulkMax) {
-        return 0;
-      }
+      if (!FastHeaderValue(b, pos, &len, &lcr)) return general_path();
       const size_t body = lcr + 2;
       const size_t n = static_cast<size_t>(len);
       // The bulk and the two bytes after it (its CRLF, unchecked as in the
       // general path).
-      if (b.size() - body < n + 2 || elen + 4 + n > sizeof(enc)) return 0;
-      PutLength(enc + elen, n);
-      memcpy(enc + elen + 4, b.data() + body, n);
-      elen += 4 + n;
-      if (k == 0) name = b.substr(body, n);
+      if (b.size() - body < n + 2 || bytes + n > kFastBytesMax) return general_path();
+      args.Append(b.substr(body, n));
+      bytes += n;
       pos = body + n + 2;
     }
-    argc = static_cast<size_t>(count);
   } else {
     const size_t span = b.size() < kFastLineBytes ? b.size() : kFastLineBytes;
     const void* nl = memchr(b.data(), '\n', span);
@@ -226,21 +215,12 @@ size_t RespRequestParser::ParseWhole(std::string_view b, RespCommand* out) {
       if (i == line.size()) break;
       const size_t start = i;
       while (i < line.size() && !IsSpace(line[i])) ++i;
-      const size_t n = i - start;
-      if (elen + 4 + n > sizeof(enc)) return 0;
-      PutLength(enc + elen, n);
-      memcpy(enc + elen + 4, line.data() + start, n);
-      elen += 4 + n;
-      if (argc == 0) name = line.substr(start, n);
-      ++argc;
+      args.Append(line.substr(start, i - start));
     }
-    if (argc == 0) return 0;  // a blank line: skipped by the general path
+    if (args.size() == 0) return 0;  // a blank line: skipped by the general path
     pos = end + 1;
   }
-  out->args.clear();
-  out->args.append(enc, elen);
-  out->argc = argc;
-  LowerInto(name, &out->name);
+  LowerInto(args[0], &out->name);
   scanned_ = 0;
   return pos;
 }
@@ -327,8 +307,8 @@ RespRequestParser::Result RespRequestParser::ParseInline(IOBuf* source, RespComm
   if (!SplitInline(line, &words)) return Fail("Protocol error: unbalanced quotes in request");
   if (words.empty()) return kNeedMore;  // a blank line: skipped (caller loops)
   out->name = Lower(words[0]);
-  for (const std::string& w : words) AppendRequestArg(&out->args, w);
-  out->argc = words.size();
+  out->args.Clear();
+  for (const std::string& w : words) out->args.Append(w);
   return kOk;
 }
 
@@ -417,32 +397,18 @@ RespRequestParser::Result RespRequestParser::Parse(IOBuf* source, RespCommand* o
         const size_t need = static_cast<size_t>(bulk_length_) + 2;
         if (source->size() < need) return kNeedMore;
         const size_t n = static_cast<size_t>(bulk_length_);
-        if (partial_.argc == 0) {
+        if (partial_.args.size() == 0) {
           // Names past kMaxNameCopy match no method (those are at most 255
           // bytes), so a huge arg 0 is not copied whole.
           std::string name;
           source->copy_to(&name, n < kMaxNameCopy ? n : kMaxNameCopy, 0);
           partial_.name = Lower(name);
         }
-        const uint32_t le = static_cast<uint32_t>(n);
-        const unsigned char hdr[4] = {
-            static_cast<unsigned char>(le), static_cast<unsigned char>(le >> 8),
-            static_cast<unsigned char>(le >> 16), static_cast<unsigned char>(le >> 24)};
-        partial_.args.append(hdr, sizeof(hdr));
-        if (n <= kCopyBulkMax) {
-          // Copied next to its header, so a small command's arguments are
-          // one contiguous run (one block reference, no allocation)
-          // rather than a reference per argument into the read buffer.
-          char small[kCopyBulkMax];
-          source->copy_to(small, n, 0);
-          partial_.args.append(small, n);
-          source->pop_front(n + 2);
-        } else {
-          source->cutn(&partial_.args, n);
-          source->pop_front(2);
-        }
-        ++partial_.argc;
-        if (static_cast<int64_t>(partial_.argc) == argc_expected_) {
+        // Copied once, into the command's own bytes, where the method
+        // reads it.
+        source->copy_to(partial_.args.AppendUninitialized(n), n, 0);
+        source->pop_front(n + 2);
+        if (static_cast<int64_t>(partial_.args.size()) == argc_expected_) {
           *out = std::move(partial_);
           partial_ = RespCommand();
           Reset();

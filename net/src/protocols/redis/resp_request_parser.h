@@ -29,17 +29,21 @@
 #include <string_view>
 
 #include "weft/net/iobuf.h"
+#include "weft/rpc/redis.h"
 
 namespace weft::rpc::redis {
 
 inline constexpr int64_t kMaxBulkLength = int64_t{512} * 1024 * 1024;
 inline constexpr size_t kMaxInlineSize = 64 * 1024;
 
-// One command: its arguments in RedisArgs' encoding (weft/rpc/redis.h) and
-// its name (arg 0) lower-cased, for the method lookup.
+// One command: its arguments, decoded once here and handed to the method
+// as they are (CommandArgs, weft/rpc/redis.h), and its name (arg 0)
+// lower-cased, for the method lookup.
 struct RespCommand {
-  IOBuf args;
-  size_t argc = 0;
+  // User-provided, so the batch's emplace_back() (value-initialization)
+  // does not zero the whole command (RedisArgs' inline bytes) first.
+  RespCommand() {}
+  RedisArgs args;
   std::string name;
 };
 

@@ -2,6 +2,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <string>
+#include <utility>
+
+#include "weft/rpc/controller.h"
 #include "weft/rpc/redis.h"
 
 namespace weft::rpc::redis {
@@ -66,32 +70,80 @@ void AppendLine(IOBuf* out, char type, std::string_view text, bool clean) {
 
 }  // namespace
 
-void RedisArgs::Add(std::string_view arg) {
-  if (count_ < kInlineArgs) {
-    inline_args_[count_] = arg;
+RedisArgs::RedisArgs(RedisArgs&& other) noexcept { *this = std::move(other); }
+
+RedisArgs& RedisArgs::operator=(RedisArgs&& other) noexcept {
+  if (this == &other) return *this;
+  used_ = other.used_;
+  on_heap_ = other.on_heap_;
+  count_ = other.count_;
+  if (on_heap_) {
+    heap_bytes_ = std::move(other.heap_bytes_);
   } else {
-    more_args_.push_back(arg);
+    heap_bytes_.clear();
+    memcpy(inline_bytes_, other.inline_bytes_, used_);
+  }
+  const size_t inline_count = count_ < kInlineArgs ? count_ : kInlineArgs;
+  for (size_t i = 0; i < inline_count; ++i) inline_spans_[i] = other.inline_spans_[i];
+  more_spans_ = std::move(other.more_spans_);
+  other.Clear();
+  return *this;
+}
+
+void RedisArgs::Clear() {
+  used_ = 0;
+  on_heap_ = false;
+  count_ = 0;
+  heap_bytes_.clear();
+  more_spans_.clear();
+}
+
+char* RedisArgs::AppendUninitialized(size_t n) {
+  if (!on_heap_ && n > kInlineBytes - used_) {
+    // Outgrown: the bytes so far move to the heap (the spans are offsets,
+    // so they stay right).
+    heap_bytes_.assign(inline_bytes_, used_);
+    on_heap_ = true;
+  }
+  char* base = inline_bytes_;
+  if (on_heap_) {
+    // resize grows the capacity geometrically: n appends cost O(total).
+    heap_bytes_.resize(used_ + n);
+    base = heap_bytes_.data();
+  }
+  const Span span{used_, n};
+  if (count_ < kInlineArgs) {
+    inline_spans_[count_] = span;
+  } else {
+    more_spans_.push_back(span);
   }
   ++count_;
+  used_ += n;
+  return base + span.offset;
+}
+
+void RedisArgs::AppendSlow(std::string_view arg) {
+  char* const to = AppendUninitialized(arg.size());
+  if (!arg.empty()) memcpy(to, arg.data(), arg.size());
 }
 
 bool RedisArgs::Parse(const IOBuf& request) {
-  count_ = 0;
-  more_args_.clear();
+  Clear();
+  // The encoding in one piece: on the stack when small, else a string.
   const size_t total = request.size();
-  const char* bytes;
-  if (total <= kInlineBytes) {
-    request.copy_to(inline_bytes_, total, 0);
-    bytes = inline_bytes_;
+  char small[kInlineBytes];
+  std::string large;
+  const char* bytes = small;
+  if (total <= sizeof(small)) {
+    request.copy_to(small, total, 0);
   } else {
-    heap_bytes_ = request.to_string();
-    bytes = heap_bytes_.data();
+    large = request.to_string();
+    bytes = large.data();
   }
   size_t pos = 0;
   while (pos < total) {
     if (total - pos < 4) {
-      count_ = 0;
-      more_args_.clear();
+      Clear();
       return false;
     }
     const unsigned char* p = reinterpret_cast<const unsigned char*>(bytes + pos);
@@ -99,14 +151,20 @@ bool RedisArgs::Parse(const IOBuf& request) {
                        static_cast<size_t>(p[2]) << 16 | static_cast<size_t>(p[3]) << 24;
     pos += 4;
     if (total - pos < len) {
-      count_ = 0;
-      more_args_.clear();
+      Clear();
       return false;
     }
-    Add(std::string_view(bytes + pos, len));
+    Append(std::string_view(bytes + pos, len));
     pos += len;
   }
   return true;
+}
+
+const RedisArgs* CommandArgs(const Controller& cntl, const IOBuf& request, RedisArgs* scratch) {
+  const RedisArgs* const decoded = cntl.request_object<RedisArgs>();
+  if (decoded != nullptr) return decoded->size() != 0 ? decoded : nullptr;
+  if (!scratch->Parse(request) || scratch->size() == 0) return nullptr;
+  return scratch;
 }
 
 void AppendRequestArg(IOBuf* request, std::string_view arg) {
