@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include <string>
+#include <type_traits>
 
 #include "weft/bthread_id.h"
 #include "weft/net/endpoint.h"
@@ -79,19 +80,23 @@ class Controller {
   template <typename T>
   void set_request_object(const T* object) {
     request_object_ = object;
-    request_type_ = &TypeTag<T>::kTag;
+    request_type_ = &TypeTag<std::remove_cv_t<T>>::tag;
   }
   template <typename T>
   const T* request_object() const {
-    return request_type_ == &TypeTag<T>::kTag ? static_cast<const T*>(request_object_) : nullptr;
+    return request_type_ == &TypeTag<std::remove_cv_t<T>>::tag
+               ? static_cast<const T*>(request_object_)
+               : nullptr;
   }
 
  private:
   // One address per type (an inline variable: the same in every
   // translation unit), compared to tell request objects' types apart.
+  // Not const: a linker folding identical constants (--icf=all) could give
+  // every type's tag one address.
   template <typename T>
   struct TypeTag {
-    static constexpr char kTag = 0;
+    static inline char tag = 0;
   };
 
   int64_t timeout_ms_ = kUnset;

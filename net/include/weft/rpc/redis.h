@@ -60,6 +60,7 @@ class RedisArgs {
   bool Parse(const IOBuf& request);
 
   // Building (the protocol's parser, tests): no arguments, then one more.
+  // `arg` must not view this RedisArgs' own bytes (a growth may move them).
   void Clear();
   void Append(std::string_view arg) {
     // Inline here: the parser appends every argument of every command.
