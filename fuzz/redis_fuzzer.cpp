@@ -1,7 +1,9 @@
 // Fuzzes the RESP2 request parser: the input is cut into commands as a
 // connection would (whole, then again fed in two pieces split where the
 // first byte says, then one byte at a time), and each feeding must cut the
-// same commands and end with the same error. The parser must never crash,
+// same commands and end with the same error. Half the inputs run under a
+// small query limit (from the second byte), so refusals from a length line
+// are fed the same three ways too. The parser must never crash,
 // read out of bounds or allocate for lengths it has not received. The reply
 // scanner (the client side) sees the same bytes.
 #include <stddef.h>
@@ -29,9 +31,10 @@ struct Outcome {
 
 // Feeds data[0, size) in pieces of `step` bytes (0: one piece split at
 // `split`).
-Outcome Feed(const uint8_t* data, size_t size, size_t split, size_t step) {
+Outcome Feed(const uint8_t* data, size_t size, size_t split, size_t step, size_t limit) {
   Outcome o;
   RespRequestParser p;
+  p.set_max_command_bytes(limit);
   IOBuf buf;
   std::vector<std::pair<size_t, size_t>> pieces;
   if (step == 0) {
@@ -63,12 +66,15 @@ Outcome Feed(const uint8_t* data, size_t size, size_t split, size_t step) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const Outcome whole = Feed(data, size, size, 0);
+  // An odd second byte: a query limit of 16 to 2048 bytes (below 2048 the
+  // fast path steps aside and the general one decides every command).
+  const size_t limit = size > 1 && (data[1] & 1) != 0 ? 16 * (1 + data[1] / 2) : SIZE_MAX;
+  const Outcome whole = Feed(data, size, size, 0, limit);
   const size_t split = size == 0 ? 0 : data[0] % (size + 1);
-  const Outcome parts = Feed(data, size, split, 0);
+  const Outcome parts = Feed(data, size, split, 0, limit);
   if (parts.commands != whole.commands || parts.error != whole.error) abort();
   if (size <= 4096) {
-    const Outcome bytes = Feed(data, size, 0, 1);
+    const Outcome bytes = Feed(data, size, 0, 1, limit);
     if (bytes.commands != whole.commands || bytes.error != whole.error) abort();
   }
   // The client side's scanner over the same bytes: bounded, no crash.

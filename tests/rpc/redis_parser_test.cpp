@@ -31,8 +31,10 @@ std::vector<std::string> Args(const RespCommand& c) {
 
 // Feeds `bytes` whole; returns every command, or the error text in *error.
 std::vector<std::vector<std::string>> ParseAll(const std::string& bytes, std::string* error,
-                                               size_t* left = nullptr) {
+                                               size_t* left = nullptr,
+                                               size_t max_command_bytes = SIZE_MAX) {
   RespRequestParser p;
+  p.set_max_command_bytes(max_command_bytes);
   IOBuf buf;
   buf.append(bytes);
   std::vector<std::vector<std::string>> out;
@@ -145,6 +147,51 @@ TEST(RedisParserTest, NestedArraysAreAProtocolError) {
   err.clear();
   ParseAll("*2\r\n$1\r\na\r\n:1\r\n", &err);
   EXPECT_EQ("Protocol error: expected '$', got ':'", err);
+}
+
+// The query limit counts each argument's bytes plus kArgCost, and refuses
+// from the length line, before the bulk's bytes are there.
+TEST(RedisParserTest, ACommandOverTheQueryLimitIsRefusedFromItsLengthLine) {
+  const std::string kOver = "Protocol error: command over the query limit";
+  const size_t limit = 4096;
+  // SET k <v>: 3 + 1 + v bytes, and 3 * kArgCost.
+  const size_t fits = limit - 4 - 3 * kArgCost;
+  std::string err;
+  auto cmds = ParseAll(Resp({"SET", "k", std::string(fits, 'v')}), &err, nullptr, limit);
+  EXPECT_EQ("", err);
+  ASSERT_EQ(1u, cmds.size());
+  EXPECT_EQ(fits, cmds[0][2].size());
+  // One byte more: refused with only the length line sent.
+  const std::string head = "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$" + std::to_string(fits + 1) + "\r\n";
+  EXPECT_TRUE(ParseAll(head, &err, nullptr, limit).empty());
+  EXPECT_EQ(kOver, err);
+  // Empty arguments count too: "*2000000000" cannot hold memory for free.
+  err.clear();
+  std::string empties = "*2000000000\r\n";
+  for (size_t i = 0; i <= limit / kArgCost; ++i) empties += "$0\r\n\r\n";
+  EXPECT_TRUE(ParseAll(empties, &err, nullptr, limit).empty());
+  EXPECT_EQ(kOver, err);
+  // A bulk past the limit by itself.
+  err.clear();
+  ParseAll("*1\r\n$536870912\r\n", &err, nullptr, limit);
+  EXPECT_EQ(kOver, err);
+  // The limit is per command: many commands under it pass.
+  err.clear();
+  std::string many;
+  for (int i = 0; i < 20; ++i) many += Resp({"SET", "k", std::string(fits, 'v')});
+  EXPECT_EQ(20u, ParseAll(many, &err, nullptr, limit).size());
+  EXPECT_EQ("", err);
+}
+
+// Under a limit smaller than what the in-place fast path may take, every
+// command goes the general way and is still bounded.
+TEST(RedisParserTest, ASmallQueryLimitBoundsSmallCommandsToo) {
+  std::string err;
+  EXPECT_EQ(1u, ParseAll(Resp({"SET", "k", "v"}), &err, nullptr, 100).size());
+  EXPECT_EQ("", err);
+  // 3 + 1 + 50 bytes and 48: 102 > 100, though a whole small command.
+  EXPECT_TRUE(ParseAll(Resp({"SET", "k", std::string(50, 'v')}), &err, nullptr, 100).empty());
+  EXPECT_EQ("Protocol error: command over the query limit", err);
 }
 
 TEST(RedisParserTest, InlineLineWithoutEndIsCutAt64KiB) {

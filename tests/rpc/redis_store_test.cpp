@@ -24,6 +24,7 @@
 #include "weft/rpc/server.h"
 
 DECLARE_int64(weft_redis_client_output_limit);
+DECLARE_int64(weft_redis_client_query_limit);
 
 namespace weft::redis_tool {
 namespace {
@@ -354,6 +355,42 @@ TEST_F(RedisServerTest, ClientThatNeverReadsIsClosedPastTheOutputLimit) {
   EXPECT_TRUE(closed);
   close(fd);
   __atomic_store_n(&FLAGS_weft_redis_client_output_limit, saved, __ATOMIC_RELAXED);
+}
+
+// A command whose arguments would pass the query limit is answered with
+// a protocol error and closed as soon as the length line that passes it
+// arrives (its bytes are never awaited), and other connections go on.
+TEST_F(RedisServerTest, ACommandOverTheQueryLimitIsAnsweredAndClosed) {
+  test::Watchdog dog("redis query limit", test::kLong);
+  const int64_t saved = FLAGS_weft_redis_client_query_limit;
+  // Read when a connection starts: the connections below see it.
+  __atomic_store_n(&FLAGS_weft_redis_client_query_limit, int64_t{1} << 20, __ATOMIC_RELAXED);
+  const std::string kReply = "-ERR Protocol error: command over the query limit\r\n";
+  {
+    // One bulk over the limit: only its length line is sent.
+    const int fd = Connect();
+    Send(fd, "PING\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2000000\r\n");
+    std::string got;
+    EXPECT_TRUE(ReadToEof(fd, &got));
+    EXPECT_EQ("+PONG\r\n" + kReply, got);
+    close(fd);
+  }
+  {
+    // Ten 100 KB arguments fit; the eleventh's length line passes 1 MiB.
+    const int fd = Connect();
+    std::string bytes = "*20\r\n";
+    for (int i = 0; i < 10; ++i) bytes += "$100000\r\n" + std::string(100000, 'a') + "\r\n";
+    bytes += "$100000\r\n";
+    Send(fd, bytes);
+    std::string got;
+    EXPECT_TRUE(ReadToEof(fd, &got));
+    EXPECT_EQ(kReply, got);
+    close(fd);
+  }
+  __atomic_store_n(&FLAGS_weft_redis_client_query_limit, saved, __ATOMIC_RELAXED);
+  const int other = Connect();
+  Expect(other, "SET k " + std::string(2000, 'v') + "\r\nDBSIZE\r\n", "+OK\r\n:1\r\n");
+  close(other);
 }
 
 // The replies of a pipeline come back in request order whatever byte the

@@ -23,6 +23,11 @@ DEFINE_int64(weft_redis_client_output_limit, int64_t{256} * 1024 * 1024,
              "A redis connection whose unwritten replies pass this many bytes is closed "
              "(a client that pipelines and does not read); <= 0: no limit");
 
+DEFINE_int64(weft_redis_client_query_limit, int64_t{1024} * 1024 * 1024,
+             "A redis command whose arguments pass this many bytes (16 more per argument) "
+             "is a protocol error and closes its connection, decided before the bytes are "
+             "read; <= 0: no limit. Read when a connection starts");
+
 namespace weft::rpc::redis {
 
 namespace {
@@ -36,6 +41,11 @@ constexpr size_t kMaxReservedCommands = 128;
 // deleted when it recycles; whoever touches it holds a socket reference.
 class RedisConnection : public SocketContext {
  public:
+  RedisConnection() {
+    const int64_t limit = __atomic_load_n(&FLAGS_weft_redis_client_query_limit, __ATOMIC_RELAXED);
+    if (limit > 0) parser.set_max_command_bytes(static_cast<size_t>(limit));
+  }
+
   // Reading fiber only.
   RespRequestParser parser;
   // Set by the reading fiber after a protocol error: later bytes are

@@ -130,6 +130,9 @@ constexpr size_t kFastDigitsMax = 18;
 constexpr int64_t kFastMaxArgs = 64;
 constexpr size_t kFastLineBytes = 1024;
 constexpr size_t kFastBytesMax = 1024;
+// The most a command the fast path takes can cost against the query limit;
+// under a limit this small (tests) the general path decides every command.
+constexpr size_t kFastCostMax = kFastBytesMax + kFastMaxArgs * kArgCost;
 
 void LowerInto(std::string_view s, std::string* out) {
   // clear + append, not assign: assign's general case (the source may lie
@@ -267,6 +270,7 @@ void RespRequestParser::Reset() {
   scanned_ = 0;
   argc_expected_ = 0;
   bulk_length_ = 0;
+  command_bytes_ = 0;
 }
 
 RespRequestParser::Result RespRequestParser::Fail(std::string text) {
@@ -318,7 +322,7 @@ RespRequestParser::Result RespRequestParser::Parse(IOBuf* source, RespCommand* o
     switch (state_) {
       case kStart: {
         if (source->empty()) return kNeedMore;
-        {
+        if (max_command_bytes_ >= kFastCostMax) {
           // A whole small command in the first block, the usual case of
           // a pipeline: parsed in place, one copy and one pop_front.
           const size_t used = ParseWhole(source->backing_block(0), out);
@@ -358,6 +362,7 @@ RespRequestParser::Result RespRequestParser::Parse(IOBuf* source, RespCommand* o
         scanned_ = 0;
         if (count <= 0) continue;  // an empty command: skipped
         argc_expected_ = count;
+        command_bytes_ = 0;
         partial_ = RespCommand();
         state_ = kArgHeader;
         break;
@@ -386,6 +391,14 @@ RespRequestParser::Result RespRequestParser::Parse(IOBuf* source, RespCommand* o
         if (!ParseInt64(digits, len, &length) || length < 0 || length > kMaxBulkLength) {
           return Fail("Protocol error: invalid bulk length");
         }
+        // Refused before the bytes arrive, so they never accumulate. Both
+        // terms are at most the limit here (checked per argument), so the
+        // sum cannot overflow.
+        const size_t cost = static_cast<size_t>(length) + kArgCost;
+        if (cost > max_command_bytes_ || command_bytes_ > max_command_bytes_ - cost) {
+          return Fail("Protocol error: command over the query limit");
+        }
+        command_bytes_ += cost;
         source->pop_front(cr + 2);
         scanned_ = 0;
         bulk_length_ = length;

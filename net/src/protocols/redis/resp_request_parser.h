@@ -12,6 +12,13 @@
 //   cannot make the parser hold more);
 // - requests are flat: an element that is not a bulk string (a nested
 //   array) is "Protocol error: expected '$', got '*'".
+// And one that redis-server's query buffer limit does not cover: an array
+// command's arguments together (their bytes plus kArgCost each) are at
+// most max_command_bytes(), decided from each bulk's length line before
+// its bytes are read ("Protocol error: command over the query limit").
+// Without it one command ("*1000" and 512 MB bulks, or "*2000000000" and
+// empty ones) could hold any amount of memory. An inline command is
+// bounded by its line already.
 // The parser consumes whole lines and whole bulks as they arrive and keeps
 // where it is between calls, so a command trickled one byte at a time is
 // scanned once, not once per read. A small command that lies whole in the
@@ -35,6 +42,9 @@ namespace weft::rpc::redis {
 
 inline constexpr int64_t kMaxBulkLength = int64_t{512} * 1024 * 1024;
 inline constexpr size_t kMaxInlineSize = 64 * 1024;
+// What one argument costs besides its bytes (RedisArgs' span of it), so
+// empty arguments count too.
+inline constexpr size_t kArgCost = 16;
 
 // One command: its arguments, decoded once here and handed to the method
 // as they are (CommandArgs, weft/rpc/redis.h), and its name (arg 0)
@@ -59,6 +69,11 @@ class RespRequestParser {
   // first). Empty commands ("*0", "*-1", blank inline lines) are consumed
   // and skipped, as Redis does.
   Result Parse(IOBuf* source, RespCommand* out);
+
+  // The bound on one command's arguments (see above); unlimited unless
+  // set. Takes effect from the next argument on.
+  void set_max_command_bytes(size_t n) { max_command_bytes_ = n; }
+  size_t max_command_bytes() const { return max_command_bytes_; }
 
   // Between commands: nothing of the next one consumed yet.
   bool at_command_start() const { return state_ == kStart; }
@@ -87,6 +102,10 @@ class RespRequestParser {
   size_t scanned_ = 0;
   int64_t argc_expected_ = 0;
   int64_t bulk_length_ = 0;
+  // The current command's cost so far (arguments read, kArgCost each),
+  // against max_command_bytes_.
+  size_t command_bytes_ = 0;
+  size_t max_command_bytes_ = SIZE_MAX;
   RespCommand partial_;
   std::string error_;
 };
