@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "../runtime/test_util.h"
 #include "net_test_util.h"
 #include "weft/bthread.h"
 #include "weft/rpc/channel.h"
@@ -334,6 +335,9 @@ TEST_F(HttpServerTest, BuiltinPages) {
   ASSERT_TRUE(other.Send("GET /health HTTP/1.1\r\n\r\n"));
   Response r;
   ASSERT_TRUE(other.Read(&r));
+  // The acceptor lists a connection just after starting it, so its first
+  // reply can come before it is listed.
+  ASSERT_TRUE(test::wait_until([&] { return server_.connection_count() == 2; }, kLong));
   const std::string conns = get("/connections");
   EXPECT_NE(std::string::npos, conns.find("127.0.0.1:")) << conns;
   EXPECT_NE(std::string::npos, conns.find("protocol=http in=")) << conns;

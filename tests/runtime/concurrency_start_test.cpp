@@ -152,8 +152,11 @@ void* spin_until_queued_fiber_ran(void* arg) {
 // of the usual ~1 ms. Each round is a fresh process (the monitor enters
 // its lone-worker sleep once).
 TEST(Concurrency, AWorkerAddedAtRunTimeIsGuardedAgainstStrandingAtOnce) {
-  for (int round = 0; round < 5; ++round) {
-    const int status = in_child([] {
+  // A round that waits 30 ms or more is tried again in fresh processes,
+  // up to 3 times: one late wake-up on a loaded VM can cost that much, but
+  // the monitor sleeping out its 50 ms tick (the bug) is late every time.
+  const auto one_round = [] {
+    return in_child([] {
       FLAGS_weft_concurrency = 1;
       // What is measured is the end of the lone-worker sleep, so the monitor
       // keeps the process's priority: at nice 19, with the CPUs busy (other
@@ -174,6 +177,10 @@ TEST(Concurrency, AWorkerAddedAtRunTimeIsGuardedAgainstStrandingAtOnce) {
       fprintf(stderr, "queued fiber waited %.2f ms\n", q.waited_ms);
       return q.waited_ms < 30 ? 0 : 1;
     });
+  };
+  for (int round = 0; round < 5; ++round) {
+    int status = one_round();
+    for (int retry = 0; retry < 2 && status == 1; ++retry) status = one_round();
     ASSERT_EQ(status, 0) << "round " << round
                          << (status == 1 ? ": the queued fiber waited 30 ms or more" : "");
   }
